@@ -1,0 +1,460 @@
+//! JSON shapes: request bodies into store inputs, stored records into ARM resources.
+//!
+//! The store keeps the client's `properties` (and other top-level fields) as JSON text, minus
+//! the read-only fields, which this module strips from requests and adds to responses:
+//! `id`, `name`, `type`, `eTag`, `provisioningState` and `systemData`.
+
+use std::collections::HashSet;
+use std::time::{Duration, UNIX_EPOCH};
+
+use akstore_store::{Cluster, ClusterInput, ClusterView, Pool, PoolInput, PoolView};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::route::validate_pool_name;
+
+pub const CLUSTER_TYPE: &str = "Microsoft.ContainerService/managedClusters";
+pub const POOL_TYPE: &str = "Microsoft.ContainerService/managedClusters/agentPools";
+
+/// Top-level fields of a cluster that a client cannot set; ignored in request bodies.
+const READ_ONLY_TOP_LEVEL: [&str; 5] = ["id", "name", "type", "eTag", "systemData"];
+/// Fields inside a pool's properties that a client cannot set.
+const READ_ONLY_POOL_PROPERTIES: [&str; 2] = ["eTag", "provisioningState"];
+
+/// Parses a request body that must be a JSON object.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidContent(
+            "the body is empty; send a JSON object".into(),
+        ));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(ApiError::InvalidContent(
+            "the body must be a JSON object".into(),
+        )),
+        Err(error) => Err(ApiError::InvalidContent(format!(
+            "the body is not valid JSON ({error})"
+        ))),
+    }
+}
+
+/// Turns a cluster PUT body into the store's input.
+pub fn cluster_input(mut body: Map<String, Value>) -> Result<ClusterInput, ApiError> {
+    for field in READ_ONLY_TOP_LEVEL {
+        body.remove(field);
+    }
+    let location = match body.remove("location") {
+        Some(Value::String(location)) if !location.trim().is_empty() => location,
+        _ => return Err(ApiError::LocationRequired),
+    };
+    let tags = match body.remove("tags") {
+        None | Some(Value::Null) => None,
+        Some(tags) => Some(validate_tags(tags)?.to_string()),
+    };
+    let mut properties = object_or_empty(body.remove("properties"), "properties")?;
+    properties.remove("provisioningState");
+    let pools = match properties.remove("agentPoolProfiles") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(profiles) => pool_profiles(profiles)?
+            .into_iter()
+            .map(|(name, properties)| PoolInput {
+                name,
+                properties: Value::Object(properties).to_string(),
+            })
+            .collect(),
+    };
+    Ok(ClusterInput {
+        location,
+        tags,
+        properties: Value::Object(properties).to_string(),
+        extra: Value::Object(body).to_string(),
+        pools,
+    })
+}
+
+/// Checks a cluster PATCH body before the write, so the merge inside the transaction cannot
+/// fail, and strips its read-only fields.
+pub fn validate_cluster_patch(
+    mut patch: Map<String, Value>,
+) -> Result<Map<String, Value>, ApiError> {
+    for field in READ_ONLY_TOP_LEVEL {
+        patch.remove(field);
+    }
+    match patch.get("location") {
+        None => {}
+        Some(Value::String(location)) if !location.trim().is_empty() => {}
+        Some(_) => return Err(ApiError::LocationRequired),
+    }
+    if let Some(Value::Object(tags)) = patch.get("tags") {
+        // A merge patch removes a tag whose value is null.
+        let kept: Map<String, Value> = tags
+            .iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        validate_tags(Value::Object(kept))?;
+    } else if let Some(tags) = patch.get("tags")
+        && !tags.is_null()
+    {
+        validate_tags(tags.clone())?;
+    }
+    match patch.get_mut("properties") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(properties)) => {
+            properties.remove("provisioningState");
+            if let Some(profiles) = properties.get("agentPoolProfiles")
+                && !profiles.is_null()
+            {
+                pool_profiles(profiles.clone())?;
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::InvalidContent(
+                "properties must be a JSON object".into(),
+            ));
+        }
+    }
+    Ok(patch)
+}
+
+/// Applies a validated cluster PATCH to the current cluster.
+///
+/// Pools named in `properties.agentPoolProfiles` get their entry merged into their current
+/// properties, or are created from it.
+pub fn merge_cluster_patch(
+    view: &ClusterView,
+    mut patch: Map<String, Value>,
+) -> Result<ClusterInput, String> {
+    let profiles = match patch.get_mut("properties") {
+        Some(Value::Object(properties)) => properties.remove("agentPoolProfiles"),
+        _ => None,
+    };
+
+    let mut document = writable_cluster(&view.cluster);
+    merge(&mut document, &Value::Object(patch));
+    let Value::Object(document) = document else {
+        unreachable!("merging an object patch into an object yields an object");
+    };
+    let mut input = cluster_input(document).map_err(|e| e.parts().2)?;
+
+    if let Some(profiles) = profiles.filter(|p| !p.is_null()) {
+        let profiles = pool_profiles(profiles).map_err(|e| e.parts().2)?;
+        for (name, profile) in profiles {
+            let current = view
+                .pools
+                .iter()
+                .find(|pool| pool.name.eq_ignore_ascii_case(&name));
+            let mut properties = match current {
+                Some(pool) => Value::Object(parse_stored(&pool.properties)),
+                None => Value::Object(Map::new()),
+            };
+            merge(&mut properties, &Value::Object(profile));
+            input.pools.push(PoolInput {
+                name,
+                properties: properties.to_string(),
+            });
+        }
+    }
+    Ok(input)
+}
+
+/// Turns a pool PUT body into the store's input.
+pub fn pool_input(name: &str, mut body: Map<String, Value>) -> Result<PoolInput, ApiError> {
+    let mut properties = object_or_empty(body.remove("properties"), "properties")?;
+    for field in READ_ONLY_POOL_PROPERTIES {
+        properties.remove(field);
+    }
+    Ok(PoolInput {
+        name: name.to_owned(),
+        properties: Value::Object(properties).to_string(),
+    })
+}
+
+/// Checks a pool PATCH body and strips its read-only fields.
+pub fn validate_pool_patch(mut patch: Map<String, Value>) -> Result<Value, ApiError> {
+    match patch.remove("properties") {
+        None | Some(Value::Null) => Ok(Value::Object(Map::new())),
+        Some(Value::Object(mut properties)) => {
+            for field in READ_ONLY_POOL_PROPERTIES {
+                properties.remove(field);
+            }
+            Ok(Value::Object(properties))
+        }
+        Some(_) => Err(ApiError::InvalidContent(
+            "properties must be a JSON object".into(),
+        )),
+    }
+}
+
+/// Applies a validated pool properties patch to the current pool.
+pub fn merge_pool_patch(view: &PoolView, properties_patch: &Value) -> PoolInput {
+    let mut properties = Value::Object(parse_stored(&view.pool.properties));
+    merge(&mut properties, properties_patch);
+    if !properties.is_object() {
+        properties = Value::Object(Map::new());
+    }
+    PoolInput {
+        name: view.pool.name.clone(),
+        properties: properties.to_string(),
+    }
+}
+
+/// RFC 7396 JSON merge patch: objects merge key by key, `null` removes, anything else
+/// replaces.
+pub fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(target) = target else {
+        unreachable!("target was made an object above");
+    };
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// ARM id of a cluster.
+pub fn cluster_id(cluster: &Cluster) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerService/managedClusters/{}",
+        cluster.subscription, cluster.resource_group, cluster.name
+    )
+}
+
+/// The ARM resource of a cluster, with its pools as `agentPoolProfiles`.
+pub fn cluster_resource(view: &ClusterView) -> Value {
+    let cluster = &view.cluster;
+    let mut resource = Map::new();
+    resource.insert("id".into(), cluster_id(cluster).into());
+    resource.insert("name".into(), cluster.name.clone().into());
+    resource.insert("type".into(), CLUSTER_TYPE.into());
+    resource.insert("location".into(), cluster.location.clone().into());
+    if let Some(tags) = &cluster.tags {
+        resource.insert("tags".into(), Value::Object(parse_stored(tags)));
+    }
+    resource.insert("eTag".into(), cluster.etag.to_string().into());
+    for (key, value) in parse_stored(&cluster.extra) {
+        resource.entry(key).or_insert(value);
+    }
+
+    let mut properties = parse_stored(&cluster.properties);
+    properties.insert("provisioningState".into(), "Succeeded".into());
+    let profiles = view
+        .pools
+        .iter()
+        .map(|pool| {
+            let mut profile = Map::new();
+            profile.insert("name".into(), pool.name.clone().into());
+            profile.extend(pool_properties(pool));
+            Value::Object(profile)
+        })
+        .collect();
+    properties.insert("agentPoolProfiles".into(), Value::Array(profiles));
+    resource.insert("properties".into(), Value::Object(properties));
+    resource.insert(
+        "systemData".into(),
+        system_data(cluster.created_ms, cluster.changed_ms),
+    );
+    Value::Object(resource)
+}
+
+/// The ARM resource of an agent pool.
+pub fn pool_resource(view: &PoolView) -> Value {
+    let pool = &view.pool;
+    let mut resource = Map::new();
+    resource.insert(
+        "id".into(),
+        format!("{}/agentPools/{}", cluster_id(&view.cluster), pool.name).into(),
+    );
+    resource.insert("name".into(), pool.name.clone().into());
+    resource.insert("type".into(), POOL_TYPE.into());
+    resource.insert("properties".into(), Value::Object(pool_properties(pool)));
+    resource.insert(
+        "systemData".into(),
+        system_data(pool.created_ms, pool.changed_ms),
+    );
+    Value::Object(resource)
+}
+
+/// A pool's properties as clients read them: the stored ones plus `eTag` and
+/// `provisioningState`.
+fn pool_properties(pool: &Pool) -> Map<String, Value> {
+    let mut properties = parse_stored(&pool.properties);
+    properties.insert("eTag".into(), pool.etag.to_string().into());
+    properties.insert("provisioningState".into(), "Succeeded".into());
+    properties
+}
+
+/// The writable part of a cluster, the document a PATCH merges into.
+fn writable_cluster(cluster: &Cluster) -> Value {
+    let mut document = parse_stored(&cluster.extra);
+    document.insert("location".into(), cluster.location.clone().into());
+    if let Some(tags) = &cluster.tags {
+        document.insert("tags".into(), Value::Object(parse_stored(tags)));
+    }
+    document.insert(
+        "properties".into(),
+        Value::Object(parse_stored(&cluster.properties)),
+    );
+    Value::Object(document)
+}
+
+fn system_data(created_ms: u64, changed_ms: u64) -> Value {
+    let format = |ms: u64| {
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    };
+    serde_json::json!({
+        "createdAt": format(created_ms),
+        "lastModifiedAt": format(changed_ms),
+    })
+}
+
+/// Parses JSON object text that this crate stored. The store only holds text that
+/// `Value::to_string` produced from an object, so a failure means a damaged record; it is
+/// logged and read as an empty object rather than failing every read of the resource.
+fn parse_stored(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(object)) => object,
+        other => {
+            tracing::error!(?other, "stored JSON is not an object; reading it as empty");
+            Map::new()
+        }
+    }
+}
+
+fn object_or_empty(value: Option<Value>, field: &str) -> Result<Map<String, Value>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(object)) => Ok(object),
+        Some(_) => Err(ApiError::InvalidContent(format!(
+            "{field} must be a JSON object"
+        ))),
+    }
+}
+
+fn validate_tags(tags: Value) -> Result<Value, ApiError> {
+    match &tags {
+        Value::Object(map) if map.values().all(Value::is_string) => Ok(tags),
+        _ => Err(ApiError::InvalidContent(
+            "tags must be a JSON object whose values are strings".into(),
+        )),
+    }
+}
+
+/// One `agentPoolProfiles` entry: the pool's name and its properties.
+type NamedProfile = (String, Map<String, Value>);
+
+/// Validates `agentPoolProfiles` and returns each entry's name and its properties without the
+/// read-only fields.
+fn pool_profiles(profiles: Value) -> Result<Vec<NamedProfile>, ApiError> {
+    let Value::Array(profiles) = profiles else {
+        return Err(ApiError::InvalidAgentPoolProfile(
+            "agentPoolProfiles must be a JSON array".into(),
+        ));
+    };
+    let mut seen = HashSet::new();
+    let mut result = Vec::with_capacity(profiles.len());
+    for (index, profile) in profiles.into_iter().enumerate() {
+        let Value::Object(mut profile) = profile else {
+            return Err(ApiError::InvalidAgentPoolProfile(format!(
+                "entry {index} must be a JSON object"
+            )));
+        };
+        let name = match profile.remove("name") {
+            Some(Value::String(name)) => validate_pool_name(&name).map_err(|_| {
+                ApiError::InvalidAgentPoolProfile(format!(
+                    "entry {index} has the name '{name}', but pool names must start with a \
+                     lower-case letter and have 1 to 12 lower-case letters and digits"
+                ))
+            })?,
+            _ => {
+                return Err(ApiError::InvalidAgentPoolProfile(format!(
+                    "entry {index} must have a string \"name\""
+                )));
+            }
+        };
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(ApiError::DuplicateAgentPoolName(name));
+        }
+        for field in READ_ONLY_POOL_PROPERTIES {
+            profile.remove(field);
+        }
+        result.push((name, profile));
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_follows_rfc_7396() {
+        // The example of RFC 7396, section 3.
+        let mut target = json!({
+            "title": "Goodbye!",
+            "author": {"givenName": "John", "familyName": "Doe"},
+            "tags": ["example", "sample"],
+            "content": "This will be unchanged"
+        });
+        let patch = json!({
+            "title": "Hello!",
+            "phoneNumber": "+01-123-456-7890",
+            "author": {"familyName": null},
+            "tags": ["example"]
+        });
+        merge(&mut target, &patch);
+        assert_eq!(
+            target,
+            json!({
+                "title": "Hello!",
+                "author": {"givenName": "John"},
+                "tags": ["example"],
+                "content": "This will be unchanged",
+                "phoneNumber": "+01-123-456-7890"
+            })
+        );
+    }
+
+    #[test]
+    fn cluster_input_strips_read_only_fields() {
+        let body = json!({
+            "id": "x", "name": "y", "type": "z", "eTag": "e", "location": "westeurope",
+            "sku": {"name": "Base"},
+            "properties": {
+                "provisioningState": "Failed",
+                "kubernetesVersion": "1.33",
+                "agentPoolProfiles": [{"name": "np1", "count": 3, "eTag": "old"}]
+            }
+        });
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
+        let input = cluster_input(body).unwrap();
+        assert_eq!(input.location, "westeurope");
+        assert_eq!(input.properties, r#"{"kubernetesVersion":"1.33"}"#);
+        assert_eq!(input.extra, r#"{"sku":{"name":"Base"}}"#);
+        assert_eq!(input.pools.len(), 1);
+        assert_eq!(input.pools[0].name, "np1");
+        assert_eq!(input.pools[0].properties, r#"{"count":3}"#);
+    }
+
+    #[test]
+    fn duplicate_pool_names_are_rejected() {
+        let profiles = json!([{"name": "np1"}, {"name": "np1"}]);
+        assert!(matches!(
+            pool_profiles(profiles),
+            Err(ApiError::DuplicateAgentPoolName(_))
+        ));
+    }
+}

@@ -1,0 +1,65 @@
+//! The `akstore` binary: command-line parsing, logging set-up and the subcommands.
+//!
+//! Each subcommand lives in its own module; this file only dispatches.
+
+mod serve;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// A durable fake of the AKS managed-cluster and agent-pool resource API.
+///
+/// Records live in one redb file; every write is an ETag-guarded compare-and-swap that is on
+/// disk before the response is sent.
+#[derive(Parser)]
+#[command(name = "akstore", version = version_text(), about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the ARM API over HTTP until Ctrl-C or SIGTERM.
+    Serve(serve::ServeArgs),
+}
+
+/// `--version` text: the binary's version and the schema version it reads and writes.
+fn version_text() -> &'static str {
+    let text = format!(
+        "{} (schema version {})",
+        env!("CARGO_PKG_VERSION"),
+        akstore_store::CURRENT_SCHEMA_VERSION
+    );
+    // Built once per process for clap, which keeps it for the process's lifetime anyway.
+    Box::leak(text.into_boxed_str())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("akstore: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Human-readable logs on stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

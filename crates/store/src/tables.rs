@@ -1,0 +1,58 @@
+//! Table definitions and the key ranges that lists scan.
+//!
+//! Keys are lower-cased names joined by `/` (see [`crate::ClusterKey::storage_key`]), so a
+//! resource group's clusters, a subscription's clusters and a cluster's pools each occupy one
+//! contiguous key range. `/` sorts directly before `0`, which makes `prefix` with its last
+//! `/` replaced by `0` the exclusive end of that range.
+
+use std::ops::Bound;
+
+use redb::TableDefinition;
+
+/// Metadata: the schema version and the global revision counter.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Clusters by `subscription/resource_group/cluster`.
+pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("clusters");
+/// Pools by `subscription/resource_group/cluster/pool`.
+pub const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
+
+/// Metadata key of the schema version.
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// Metadata key of the global revision: the revision of the last applied write.
+pub const REVISION_KEY: &str = "revision";
+
+/// Bounds of the keys that start with `prefix`, which must end in `/`, strictly after `after`
+/// when it is given.
+pub fn prefix_range(prefix: &str, after: Option<&str>) -> (Bound<String>, Bound<String>) {
+    debug_assert!(prefix.ends_with('/'));
+    let mut end = prefix[..prefix.len() - 1].to_owned();
+    end.push('0');
+    let start = match after {
+        Some(after) => Bound::Excluded(after.to_owned()),
+        None => Bound::Included(prefix.to_owned()),
+    };
+    (start, Bound::Excluded(end))
+}
+
+/// Borrows owned bounds in the form redb's `range` takes for `&str` keys.
+pub fn as_str_bounds(bounds: &(Bound<String>, Bound<String>)) -> (Bound<&str>, Bound<&str>) {
+    (
+        bounds.0.as_ref().map(String::as_str),
+        bounds.1.as_ref().map(String::as_str),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_range_excludes_longer_sibling_names() {
+        let (start, end) = prefix_range("sub/rg/", None);
+        assert_eq!(start, Bound::Included("sub/rg/".to_owned()));
+        assert_eq!(end, Bound::Excluded("sub/rg0".to_owned()));
+        // A sibling group whose name extends this one sorts after the end bound.
+        assert!("sub/rg-2/c" < "sub/rg/");
+        assert!("sub/rga/c" > "sub/rg0");
+    }
+}

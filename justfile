@@ -1,0 +1,18 @@
+# Recipes mirror what CI runs (.ci/run). The README's commands need only cargo.
+
+# Run the server on ./akstore.redb and 127.0.0.1:8080.
+run *ARGS:
+    cargo run --release -- serve {{ARGS}}
+
+# Run every test, as CI does.
+test:
+    cargo test --workspace
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Everything CI runs.
+ci:
+    bash .ci/run

@@ -41,6 +41,14 @@ fn version_text() -> &'static str {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    match akstore_store::failpoints::configure_from_env() {
+        Ok(set) if set.is_empty() => {}
+        Ok(set) => tracing::warn!(failpoints = ?set, "failpoints configured from FAILPOINTS"),
+        Err(message) => {
+            eprintln!("akstore: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
     };

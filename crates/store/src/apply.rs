@@ -16,6 +16,7 @@ use redb::{ReadableTable, Table};
 use uuid::Uuid;
 
 use crate::codec::{self, CodecError};
+use crate::failpoints;
 use crate::model::{
     Applied, Cluster, ClusterInput, ClusterKey, ClusterView, Pool, PoolInput, PoolKey, PoolView,
     Precondition, WriteOutcome, WriteRequest,
@@ -29,6 +30,8 @@ pub(crate) enum ApplyError {
     Storage(#[from] redb::StorageError),
     #[error("stored record {key} cannot be decoded: {source}")]
     Corrupt { key: String, source: CodecError },
+    #[error(transparent)]
+    Injected(#[from] failpoints::Injected),
 }
 
 /// The tables of one write transaction and the revision counter as this batch left it.
@@ -291,6 +294,7 @@ impl Batch<'_> {
             key.storage_key().as_str(),
             codec::encode(&cluster).as_slice(),
         )?;
+        failpoints::check(failpoints::BETWEEN_CLUSTER_AND_POOLS)?;
 
         // Pools named by the request replace their properties; the others keep theirs. All of
         // them get a new eTag and this revision.

@@ -54,6 +54,9 @@ pub enum ReadError {
     },
     #[error("continuation token {token:?} does not belong to this list")]
     InvalidContinuation { token: String },
+    /// The writer is reopening the database after a failed write; retry shortly.
+    #[error("the database is being reopened after a failed write")]
+    Reopening,
 }
 
 /// Why a write failed. The variant says whether the write may be on disk.

@@ -15,19 +15,23 @@
 mod apply;
 pub mod codec;
 mod error;
+pub mod failpoints;
+pub mod faults;
 mod model;
 mod read;
 pub mod tables;
 pub mod writer;
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::backends::FileBackend;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend};
 
 pub use akstore_migrations::CURRENT_SCHEMA_VERSION;
 pub use error::{OpenError, ReadError, WriteError};
@@ -44,11 +48,9 @@ pub const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
 
 /// An open akstore database. Share it behind an `Arc`; every method takes `&self`.
 pub struct Store {
-    db: Arc<Database>,
-    path: PathBuf,
+    shared: Arc<Shared>,
     jobs: Mutex<Option<Sender<writer::Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    health: Arc<writer::WriterHealth>,
 }
 
 /// Number of records, for metrics and summaries.
@@ -60,65 +62,84 @@ pub struct Counts {
     pub revision: u64,
 }
 
+/// Opens the database file with its schema checked; the first open and every reopen after a
+/// failed write go through it.
+type Opener = Box<dyn Fn() -> Result<Database, OpenError> + Send + Sync>;
+
+/// State shared by the store and its writer thread.
+pub(crate) struct Shared {
+    path: PathBuf,
+    /// The open database, or `None` while the writer reopens it after a failed write.
+    database: RwLock<Option<Arc<Database>>>,
+    opener: Opener,
+    /// False from a failed write until the reopen that follows it succeeds.
+    writable: AtomicBool,
+}
+
 impl Store {
     /// Opens the database at `path`, creating it with the current schema when the file does
-    /// not exist or is empty, and starts the writer thread.
+    /// not exist or is empty, and starts the writer thread. A new file's directory is synced,
+    /// so the file survives a crash along with its contents.
     ///
     /// Errors leave an existing file as it was: a file of another program, or of a schema
     /// other than [`CURRENT_SCHEMA_VERSION`], is rejected before anything is written to it.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
         let path = path.as_ref().to_path_buf();
-        let existed = path.metadata().map(|m| m.len() > 0).unwrap_or(false);
-        let storage = |source: redb::Error| OpenError::Storage {
-            path: path.clone(),
-            source,
+        let file_path = path.clone();
+        Store::open_with_backend(path, move || {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&file_path)?;
+            Ok(FileBackend::new(file))
+        })
+    }
+
+    /// Opens the database on the storage backend that `backend` returns, as [`Store::open`]
+    /// does on a file. `path` names the database in messages, and its directory is synced when
+    /// the database is new. The writer calls `backend` again to reopen the database after a
+    /// failed write. Tests pass a [`faults::FaultyBackend`] here.
+    pub fn open_with_backend<B, F>(path: impl Into<PathBuf>, backend: F) -> Result<Store, OpenError>
+    where
+        B: StorageBackend,
+        F: Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    {
+        let path = path.into();
+        let opener: Opener = {
+            let path = path.clone();
+            Box::new(move || open_database(&path, &backend))
         };
+        let database = opener()?;
 
-        let db = Database::builder()
-            .set_cache_size(CACHE_SIZE_BYTES)
-            .create(&path)
-            .map_err(|error| match error {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    OpenError::Locked { path: path.clone() }
-                }
-                redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) if existed => {
-                    OpenError::Foreign {
-                        path: path.clone(),
-                        reason: format!("not a valid redb file ({reason})"),
-                    }
-                }
-                other => storage(other.into()),
-            })?;
-        if !existed {
-            sync_parent_directory(&path).map_err(|e| storage(e.into()))?;
-        }
-
-        check_or_initialize_schema(&db, &path)?;
-        tracing::info!(path = %path.display(), created = !existed, "database opened");
-
-        let db = Arc::new(db);
-        let health = Arc::new(writer::WriterHealth::default());
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            database: RwLock::new(Some(Arc::new(database))),
+            opener,
+            writable: AtomicBool::new(true),
+        });
         let (sender, receiver) = mpsc::channel();
         let writer = {
-            let db = Arc::clone(&db);
-            let health = Arc::clone(&health);
+            let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("akstore-writer".into())
-                .spawn(move || writer::run(db, receiver, health))
-                .map_err(|e| storage(e.into()))?
+                .spawn(move || writer::run(shared, receiver))
+                .map_err(|e| OpenError::Storage {
+                    path: path.clone(),
+                    source: e.into(),
+                })?
         };
         Ok(Store {
-            db,
-            path,
+            shared,
             jobs: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
-            health,
         })
     }
 
     /// Path of the database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
     /// Queues a write; `done` runs on the writer thread once the write's batch has committed
@@ -151,20 +172,21 @@ impl Store {
                 let _ = sender.send(result);
             }),
         );
-        // A writer thread that panicked drops the job unanswered; the write may have been in
-        // the batch it was committing.
+        // A writer that panicked mid-batch drops the job unanswered; the write may have been
+        // in the batch it was committing.
         receiver.recv().unwrap_or_else(|_| {
             Err(WriteError::OutcomeUnknown(
-                "the writer thread stopped before answering".into(),
+                "the writer failed before answering".into(),
             ))
         })
     }
 
-    /// Whether the store accepts writes: false after a failed commit, when redb refuses
-    /// further writes until the file is reopened, and after [`Store::close`].
+    /// Whether the store accepts writes: false while the writer reopens the database after a
+    /// failed write (redb refuses every operation after an I/O error until the file is
+    /// reopened), and after [`Store::close`].
     pub fn is_writable(&self) -> bool {
         let open = self.jobs.lock().map(|jobs| jobs.is_some()).unwrap_or(false);
-        open && !self.health.commit_failed.load(Ordering::SeqCst)
+        open && self.shared.writable.load(Ordering::SeqCst)
     }
 
     /// Stops accepting writes, waits for the queued ones to commit and be answered, and stops
@@ -181,7 +203,7 @@ impl Store {
 
     /// Counts the records and reads the global revision.
     pub fn counts(&self) -> Result<Counts, ReadError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.database()?.begin_read()?;
         let revision = txn
             .open_table(tables::META)?
             .get(tables::REVISION_KEY)?
@@ -192,11 +214,145 @@ impl Store {
             revision,
         })
     }
+
+    /// The open database, or [`ReadError::Reopening`] while the writer reopens it.
+    pub(crate) fn database(&self) -> Result<Arc<Database>, ReadError> {
+        self.shared.current().ok_or(ReadError::Reopening)
+    }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+impl Shared {
+    /// The open database, unless it is closed for a reopen.
+    pub(crate) fn current(&self) -> Option<Arc<Database>> {
+        self.database
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reports the store unwritable until the next successful reopen.
+    pub(crate) fn mark_unwritable(&self) {
+        self.writable.store(false, Ordering::SeqCst);
+    }
+
+    /// Closes the database after a failed write and marks the store unwritable. Readers that
+    /// still hold it finish with it; it closes when the last of them lets go.
+    pub(crate) fn close_database(&self) {
+        self.mark_unwritable();
+        let database = self
+            .database
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(database) = database {
+            wait_until_unshared(database);
+        }
+    }
+
+    /// Opens the database again, running redb's recovery, and marks the store writable.
+    pub(crate) fn reopen(&self) -> Result<(), OpenError> {
+        let started = Instant::now();
+        let database = (self.opener)()?;
+        *self.database.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(database));
+        self.writable.store(true, Ordering::SeqCst);
+        tracing::warn!(
+            path = %self.path.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "database reopened after a failed write"
+        );
+        Ok(())
+    }
+}
+
+/// Most time [`Shared::close_database`] waits for readers to let go of the database before it
+/// leaves the close to the last of them. A read holds it for one transaction, well under this.
+const READER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Drops `database` once no reader holds it, waiting at most [`READER_DRAIN_TIMEOUT`], so a
+/// reopen right after finds the file lock free.
+fn wait_until_unshared(mut database: Arc<Database>) {
+    let deadline = Instant::now() + READER_DRAIN_TIMEOUT;
+    loop {
+        match Arc::try_unwrap(database) {
+            Ok(database) => {
+                drop(database);
+                return;
+            }
+            Err(shared) if Instant::now() < deadline => {
+                database = shared;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(_) => {
+                tracing::warn!("readers still hold the database; it closes when they finish");
+                return;
+            }
+        }
+    }
+}
+
+/// Opens the database on a new backend, syncs the directory of a new file, and checks or
+/// writes the schema version.
+fn open_database<B, F>(path: &Path, backend: &F) -> Result<Database, OpenError>
+where
+    B: StorageBackend,
+    F: Fn() -> std::io::Result<B>,
+{
+    let storage = |source: redb::Error| OpenError::Storage {
+        path: path.to_path_buf(),
+        source,
+    };
+    let backend = backend().map_err(|e| storage(e.into()))?;
+    let existed = backend.len().map(|len| len > 0).unwrap_or(false);
+
+    let started = Instant::now();
+    let db = Database::builder()
+        .set_cache_size(CACHE_SIZE_BYTES)
+        .set_repair_callback(repair_progress_logger())
+        .create_with_backend(backend)
+        .map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked {
+                path: path.to_path_buf(),
+            },
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) if existed => {
+                OpenError::Foreign {
+                    path: path.to_path_buf(),
+                    reason: format!("not a valid redb file ({reason})"),
+                }
+            }
+            other => storage(other.into()),
+        })?;
+    if !existed {
+        sync_parent_directory(path).map_err(|e| storage(e.into()))?;
+    }
+
+    check_or_initialize_schema(&db, path)?;
+    tracing::info!(
+        path = %path.display(),
+        created = !existed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "database opened"
+    );
+    Ok(db)
+}
+
+/// A repair callback that logs redb's repair progress, which runs when the file was not
+/// closed cleanly, once per tenth of the work.
+fn repair_progress_logger() -> impl Fn(&mut redb::RepairSession) + 'static {
+    let last_tenth = std::sync::atomic::AtomicU64::new(u64::MAX);
+    move |session| {
+        let tenth = (session.progress() * 10.0) as u64;
+        if last_tenth.swap(tenth, Ordering::Relaxed) != tenth {
+            tracing::warn!(
+                progress_percent = tenth * 10,
+                "repairing the database after an unclean shutdown"
+            );
+        }
     }
 }
 
@@ -265,7 +421,7 @@ fn check_or_initialize_schema(db: &Database, path: &Path) -> Result<(), OpenErro
 
 /// Syncs the directory that holds a newly created file, so the file's directory entry
 /// survives a crash along with its contents.
-fn sync_parent_directory(path: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_parent_directory(path: &Path) -> std::io::Result<()> {
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

@@ -30,13 +30,13 @@ pub enum PoolLookup {
 impl Store {
     /// Reads a cluster and its pools.
     pub fn get_cluster(&self, key: &ClusterKey) -> Result<Option<ClusterView>, ReadError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.database()?.begin_read()?;
         read_cluster_view(&txn, &key.storage_key())
     }
 
     /// Reads a pool and its cluster.
     pub fn get_pool(&self, key: &PoolKey) -> Result<PoolLookup, ReadError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.database()?.begin_read()?;
         let Some(cluster) = read_cluster(&txn, &key.cluster.storage_key())? else {
             return Ok(PoolLookup::ClusterMissing);
         };
@@ -60,7 +60,7 @@ impl Store {
     ) -> Result<Page<ClusterView>, ReadError> {
         let prefix = scope.key_prefix();
         check_continuation(&prefix, after)?;
-        let txn = self.db.begin_read()?;
+        let txn = self.database()?.begin_read()?;
         let clusters = txn.open_table(tables::CLUSTERS)?;
 
         let mut keys = Vec::with_capacity(limit.min(1024));
@@ -96,7 +96,7 @@ impl Store {
     ) -> Result<Option<Page<PoolView>>, ReadError> {
         let prefix = key.pool_prefix();
         check_continuation(&prefix, after)?;
-        let txn = self.db.begin_read()?;
+        let txn = self.database()?.begin_read()?;
         let Some(cluster) = read_cluster(&txn, &key.storage_key())? else {
             return Ok(None);
         };

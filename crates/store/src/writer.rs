@@ -8,15 +8,17 @@
 //! included. A lone request therefore commits at once, and requests that arrive during a
 //! commit share the next one.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableTable};
 
-use crate::apply::Batch;
+use crate::Shared;
+use crate::apply::{ApplyError, Batch};
 use crate::error::WriteError;
+use crate::failpoints;
 use crate::model::{Applied, WriteRequest};
 use crate::tables;
 
@@ -29,6 +31,13 @@ pub const MAX_BATCH_WRITES: usize = 256;
 /// batch holds and the size of one transaction.
 pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
+/// First wait before the writer retries a failed reopen; it doubles up to
+/// [`REOPEN_RETRY_MAX`]. Short, because most failures that reach a reopen are transient.
+pub const REOPEN_RETRY_MIN: Duration = Duration::from_millis(100);
+
+/// Longest wait between two reopen attempts, so a disk that comes back is noticed soon.
+pub const REOPEN_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Receives the result of one write once its batch has committed or failed.
 pub type Completion = Box<dyn FnOnce(Result<Applied, WriteError>) + Send>;
 
@@ -37,16 +46,42 @@ pub(crate) struct Job {
     pub done: Completion,
 }
 
-/// Shared state the writer reports to the rest of the store.
-#[derive(Default)]
-pub(crate) struct WriterHealth {
-    /// Set after a failed commit: redb refuses further writes until the file is reopened.
-    pub commit_failed: AtomicBool,
+/// Failure of a batch, and whether the database must be reopened before the next one.
+struct BatchFailure {
+    error: WriteError,
+    reopen: bool,
 }
 
 /// Runs the writer until every sender of `jobs` is dropped, then returns.
-pub(crate) fn run(db: Arc<Database>, jobs: Receiver<Job>, health: Arc<WriterHealth>) {
-    while let Ok(first) = jobs.recv() {
+///
+/// After a batch fails with a storage error, the writer closes the database and opens it again
+/// before it takes the next batch. redb refuses every operation after an I/O error until the
+/// file is reopened, and the reopen runs redb's recovery. While a reopen keeps failing, the
+/// writer answers every queued write with [`WriteError::NotApplied`] and retries with backoff.
+pub(crate) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
+    let mut retry_in = REOPEN_RETRY_MIN;
+    loop {
+        let Some(db) = shared.current() else {
+            match shared.reopen() {
+                Ok(()) => retry_in = REOPEN_RETRY_MIN,
+                Err(error) => {
+                    tracing::error!(
+                        %error,
+                        retry_in_ms = retry_in.as_millis() as u64,
+                        "failed to reopen the database"
+                    );
+                    if !reject_writes_for(&jobs, retry_in) {
+                        break;
+                    }
+                    retry_in = (retry_in * 2).min(REOPEN_RETRY_MAX);
+                }
+            }
+            continue;
+        };
+
+        let Ok(first) = jobs.recv() else {
+            break;
+        };
         let mut bytes = first.request.approximate_size();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_WRITES && bytes < MAX_BATCH_BYTES {
@@ -58,41 +93,83 @@ pub(crate) fn run(db: Arc<Database>, jobs: Receiver<Job>, health: Arc<WriterHeal
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        commit_batch(&db, batch, &health);
+
+        let usable = commit_batch(&shared, &db, batch);
+        drop(db);
+        if !usable {
+            shared.close_database();
+        }
     }
     tracing::debug!("writer stopped: no more senders");
 }
 
-/// Applies and commits one batch, then completes every job in it.
-fn commit_batch(db: &Database, batch: Vec<Job>, health: &WriterHealth) {
+/// Answers every write that arrives within `duration` with [`WriteError::NotApplied`];
+/// returns false when every sender is gone.
+fn reject_writes_for(jobs: &Receiver<Job>, duration: Duration) -> bool {
+    let deadline = std::time::Instant::now() + duration;
+    loop {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        match jobs.recv_timeout(remaining) {
+            Ok(job) => (job.done)(Err(WriteError::NotApplied(
+                "the database is being reopened after a failed write".into(),
+            ))),
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
+
+/// Applies and commits one batch, then completes every job in it. Returns false when the
+/// database must be reopened before the next batch; the store reports itself unwritable
+/// before any job of such a batch is answered.
+fn commit_batch(shared: &Shared, db: &Database, batch: Vec<Job>) -> bool {
     let size = batch.len();
     let (requests, completions): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|job| (job.request, job.done)).unzip();
 
-    let results = match apply_and_commit(db, requests) {
-        Ok(results) => results,
-        Err(error) => {
-            if matches!(error, WriteError::OutcomeUnknown(_)) {
-                health.commit_failed.store(true, Ordering::SeqCst);
+    // A panic inside the transaction (a bug, or a failpoint) fails the batch like a failed
+    // commit: the transaction is dropped, and whether it reached the disk is not known.
+    let result = panic::catch_unwind(AssertUnwindSafe(|| apply_and_commit(db, requests)))
+        .unwrap_or_else(|_| {
+            Err(BatchFailure {
+                error: WriteError::OutcomeUnknown("the writer panicked during the batch".into()),
+                reopen: true,
+            })
+        });
+
+    match result {
+        Ok(results) => {
+            tracing::debug!(writes = size, "group commit durable");
+            for (done, result) in completions.into_iter().zip(results) {
+                done(Ok(result));
             }
-            tracing::error!(%error, writes = size, "group commit failed");
-            for done in completions {
-                done(Err(error.clone()));
-            }
-            return;
+            true
         }
-    };
-    tracing::debug!(writes = size, "group commit durable");
-    for (done, result) in completions.into_iter().zip(results) {
-        done(Ok(result));
+        Err(failure) => {
+            tracing::error!(error = %failure.error, writes = size, "group commit failed");
+            if failure.reopen {
+                shared.mark_unwritable();
+            }
+            for done in completions {
+                done(Err(failure.error.clone()));
+            }
+            !failure.reopen
+        }
     }
 }
 
 fn apply_and_commit(
     db: &Database,
     requests: Vec<WriteRequest>,
-) -> Result<Vec<Applied>, WriteError> {
-    let not_applied = |error: &dyn std::fmt::Display| WriteError::NotApplied(error.to_string());
+) -> Result<Vec<Applied>, BatchFailure> {
+    let not_applied = |error: &dyn std::fmt::Display| BatchFailure {
+        error: WriteError::NotApplied(error.to_string()),
+        reopen: true,
+    };
+    let outcome_unknown = |error: &dyn std::fmt::Display| BatchFailure {
+        error: WriteError::OutcomeUnknown(error.to_string()),
+        reopen: true,
+    };
 
     let mut txn = db.begin_write().map_err(|e| not_applied(&e))?;
     txn.set_durability(Durability::Immediate)
@@ -116,10 +193,15 @@ fn apply_and_commit(
             revision,
             now_ms: now_ms(),
         };
-        // A storage error while applying aborts the whole batch when `txn` drops: no request
-        // of it reaches the disk, and each learns that it was not applied.
+        // An error while applying aborts the whole batch when `txn` drops: no request of it
+        // reaches the disk, and each learns that it was not applied. A record that fails to
+        // decode needs no reopen; a storage error does.
         for request in requests {
-            results.push(batch.apply(request).map_err(|e| not_applied(&e))?);
+            let applied = batch.apply(request).map_err(|error| BatchFailure {
+                reopen: !matches!(error, ApplyError::Corrupt { .. }),
+                error: WriteError::NotApplied(error.to_string()),
+            })?;
+            results.push(applied);
         }
         if batch.revision != revision {
             meta.insert(tables::REVISION_KEY, batch.revision)
@@ -127,8 +209,10 @@ fn apply_and_commit(
         }
     }
 
-    txn.commit()
-        .map_err(|error| WriteError::OutcomeUnknown(error.to_string()))?;
+    // An injected failure here stands for a failed commit: `txn` is dropped uncommitted.
+    failpoints::check(failpoints::BEFORE_COMMIT).map_err(|e| outcome_unknown(&e))?;
+    txn.commit().map_err(|e| outcome_unknown(&e))?;
+    failpoints::check(failpoints::AFTER_COMMIT).map_err(|e| outcome_unknown(&e))?;
     Ok(results)
 }
 

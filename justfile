@@ -4,14 +4,14 @@
 run *ARGS:
     cargo run --release -- serve {{ARGS}}
 
-# Run every test, as CI does.
+# Run every test, the failpoint tests included, as CI does.
 test:
-    cargo test --workspace
+    cargo test --workspace --features failpoints
 
 # Formatting and lints, as CI runs them.
 lint:
     cargo fmt --all --check
-    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets --features failpoints -- -D warnings
 
 # Everything CI runs.
 ci:

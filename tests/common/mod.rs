@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
+use reqwest::blocking::{Client, RequestBuilder, Response};
 
 /// API version the tests send.
 pub const API_VERSION: &str = "2026-08-01";
@@ -43,7 +43,10 @@ impl Server {
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", std::env::var("AKSTORE_TEST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("AKSTORE_TEST_LOG").unwrap_or("info".into()),
+            )
             .env_remove("AKSTORE_DATA")
             .env_remove("AKSTORE_LISTEN")
             .stdout(Stdio::null())
@@ -94,7 +97,10 @@ impl Server {
     /// Absolute URL of `path` with the test api-version appended.
     pub fn url(&self, path: &str) -> String {
         let separator = if path.contains('?') { '&' } else { '?' };
-        format!("http://{}{path}{separator}api-version={API_VERSION}", self.addr)
+        format!(
+            "http://{}{path}{separator}api-version={API_VERSION}",
+            self.addr
+        )
     }
 
     /// Absolute URL of `path` exactly as given.
@@ -153,7 +159,10 @@ pub fn cluster_path(resource_group: &str, cluster: &str) -> String {
 
 /// Path of an agent pool.
 pub fn pool_path(resource_group: &str, cluster: &str, pool: &str) -> String {
-    format!("{}/agentPools/{pool}", cluster_path(resource_group, cluster))
+    format!(
+        "{}/agentPools/{pool}",
+        cluster_path(resource_group, cluster)
+    )
 }
 
 /// The JSON body of a response; panics with the body text when it is not JSON.
@@ -175,6 +184,8 @@ pub fn etag_of(resource: &serde_json::Value) -> String {
 fn parse_addr(line: &str) -> Option<SocketAddr> {
     let start = line.find("addr=")? + "addr=".len();
     let rest = &line[start..];
-    let end = rest.find(|c: char| c.is_whitespace() || c == '"' || c == ',').unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }

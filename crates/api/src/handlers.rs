@@ -82,10 +82,14 @@ async fn handle(
             let precondition = conditions::parse_write(headers)?;
             let body = read_body(state, headers, body).await?;
             let input = json::pool_input(&key.name, json::parse_object(&body)?)?;
+            // A name in another casing addresses an existing pool, but a new pool needs the
+            // lower-case form.
+            let may_create = route::validate_pool_name(&key.name).is_ok();
             let request = WriteRequest::PutPool {
                 key,
                 precondition,
                 input,
+                may_create,
             };
             pool_write(state, request, headers).await
         }
@@ -218,19 +222,30 @@ async fn pool_write(
     request: WriteRequest,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = match &request {
-        WriteRequest::PutPool { key, .. }
-        | WriteRequest::PatchPool { key, .. }
-        | WriteRequest::DeletePool { key, .. } => key.clone(),
+    let (key, is_put) = match &request {
+        WriteRequest::PutPool { key, .. } => (key.clone(), true),
+        WriteRequest::PatchPool { key, .. } | WriteRequest::DeletePool { key, .. } => {
+            (key.clone(), false)
+        }
         _ => unreachable!("pool_write takes pool requests only"),
     };
     let Applied::Pool(outcome) = write(state, request).await? else {
         unreachable!("a pool request yields a pool outcome");
     };
-    if let WriteOutcome::ParentNotFound = outcome {
-        return Err(ApiError::ParentNotFound {
-            cluster: key.cluster.name,
-        });
+    match outcome {
+        WriteOutcome::ParentNotFound => {
+            return Err(ApiError::ParentNotFound {
+                cluster: key.cluster.name,
+            });
+        }
+        // Only a PUT that may not create the pool reports a missing pool as NotFound.
+        WriteOutcome::NotFound if is_put => {
+            return Err(ApiError::InvalidResourceName {
+                kind: "agent pool",
+                name: key.name,
+            });
+        }
+        _ => {}
     }
     let respond = |status, view: PoolView| {
         resource_response(status, &view.pool.etag, json::pool_resource(&view))
@@ -259,6 +274,7 @@ fn outcome_response<T>(
         WriteOutcome::Created(view) => Ok(respond(StatusCode::CREATED, view)),
         WriteOutcome::Updated(view) => Ok(respond(StatusCode::OK, view)),
         WriteOutcome::Deleted => Ok(deleted.into_response()),
+        WriteOutcome::Absent => Ok(StatusCode::NO_CONTENT.into_response()),
         WriteOutcome::NotFound => Err(not_found()),
         WriteOutcome::ParentNotFound => Err(not_found()),
         WriteOutcome::PreconditionFailed => {

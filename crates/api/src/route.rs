@@ -103,7 +103,7 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
         9 if fixed(8, POOLS) => Ok(Route::PoolList(cluster)),
         10 if fixed(8, POOLS) => Ok(Route::Pool(PoolKey {
             cluster,
-            name: validate_pool_name(&segments[9])?,
+            name: validate_pool_path_name(&segments[9])?,
         })),
         _ => Err(unknown()),
     }
@@ -157,7 +157,7 @@ fn validate_cluster_name(value: &str) -> Result<String, ApiError> {
     }
 }
 
-/// `^[a-z][a-z0-9]{0,11}$`
+/// `^[a-z][a-z0-9]{0,11}$`, the rule for a new pool and for names in request bodies.
 pub fn validate_pool_name(value: &str) -> Result<String, ApiError> {
     let bytes = value.as_bytes();
     let valid = !bytes.is_empty()
@@ -174,6 +174,13 @@ pub fn validate_pool_name(value: &str) -> Result<String, ApiError> {
             name: value.to_owned(),
         })
     }
+}
+
+/// A pool name in a path: the pool name rule with letters in either case, because names are
+/// matched case-insensitively and `NP1` addresses the pool `np1`. Only the lower-case form
+/// may create a pool; the PUT handler enforces that.
+fn validate_pool_path_name(value: &str) -> Result<String, ApiError> {
+    validate_pool_name(&value.to_ascii_lowercase()).map(|_| value.to_owned())
 }
 
 #[cfg(test)]
@@ -212,6 +219,10 @@ mod tests {
         }
         for invalid in ["", "1a", "Np1", "np-1", "abcdefghijklm"] {
             assert!(validate_pool_name(invalid).is_err(), "{invalid}");
+        }
+        assert_eq!(validate_pool_path_name("Np1").unwrap(), "Np1");
+        for invalid in ["", "1A", "NP-1", "ABCDEFGHIJKLM", "ä"] {
+            assert!(validate_pool_path_name(invalid).is_err(), "{invalid}");
         }
     }
 

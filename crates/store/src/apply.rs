@@ -5,6 +5,7 @@
 //! - a pool PUT or PATCH gives only that pool a new eTag;
 //! - a cluster DELETE removes the cluster and all of its pools;
 //! - a request that fails its precondition, or names a missing resource, writes nothing;
+//! - a DELETE of a missing resource is a success that writes nothing, whatever its condition;
 //! - every applied write takes the next global revision, even when its body changes nothing.
 //!
 //! It does not begin or commit transactions: the writer does, so several requests can share
@@ -54,8 +55,23 @@ enum Verb {
 /// What the precondition table decides before anything is written.
 enum Decision {
     Proceed,
+    /// PATCH of a missing resource.
     NotFound,
+    /// DELETE of a missing resource, whatever its condition.
+    Absent,
     PreconditionFailed,
+}
+
+impl Decision {
+    /// The outcome of a request the table stops, or `None` when it proceeds.
+    fn refusal<T>(self) -> Option<WriteOutcome<T>> {
+        match self {
+            Decision::Proceed => None,
+            Decision::NotFound => Some(WriteOutcome::NotFound),
+            Decision::Absent => Some(WriteOutcome::Absent),
+            Decision::PreconditionFailed => Some(WriteOutcome::PreconditionFailed),
+        }
+    }
 }
 
 impl Batch<'_> {
@@ -83,7 +99,10 @@ impl Batch<'_> {
                 key,
                 precondition,
                 input,
-            } => self.put_pool(&key, &precondition, input).map(Applied::Pool),
+                may_create,
+            } => self
+                .put_pool(&key, &precondition, input, may_create)
+                .map(Applied::Pool),
             WriteRequest::PatchPool {
                 key,
                 precondition,
@@ -104,10 +123,10 @@ impl Batch<'_> {
         input: ClusterInput,
     ) -> Result<WriteOutcome<ClusterView>, ApplyError> {
         let current = self.cluster(key)?;
-        match decide(Verb::Put, precondition, current.as_ref().map(|c| &c.etag)) {
-            Decision::Proceed => {}
-            Decision::NotFound => return Ok(WriteOutcome::NotFound),
-            Decision::PreconditionFailed => return Ok(WriteOutcome::PreconditionFailed),
+        if let Some(refused) =
+            decide(Verb::Put, precondition, current.as_ref().map(|c| &c.etag)).refusal()
+        {
+            return Ok(refused);
         }
         let created = current.is_none();
         let view = self.write_cluster(key, current, input)?;
@@ -125,10 +144,10 @@ impl Batch<'_> {
         patch: crate::ClusterPatch,
     ) -> Result<WriteOutcome<ClusterView>, ApplyError> {
         let current = self.cluster(key)?;
-        match decide(Verb::Patch, precondition, current.as_ref().map(|c| &c.etag)) {
-            Decision::Proceed => {}
-            Decision::NotFound => return Ok(WriteOutcome::NotFound),
-            Decision::PreconditionFailed => return Ok(WriteOutcome::PreconditionFailed),
+        if let Some(refused) =
+            decide(Verb::Patch, precondition, current.as_ref().map(|c| &c.etag)).refusal()
+        {
+            return Ok(refused);
         }
         let Some(cluster) = current else {
             unreachable!(
@@ -154,14 +173,14 @@ impl Batch<'_> {
         precondition: &Precondition,
     ) -> Result<WriteOutcome<ClusterView>, ApplyError> {
         let current = self.cluster(key)?;
-        match decide(
+        if let Some(refused) = decide(
             Verb::Delete,
             precondition,
             current.as_ref().map(|c| &c.etag),
-        ) {
-            Decision::Proceed => {}
-            Decision::NotFound => return Ok(WriteOutcome::NotFound),
-            Decision::PreconditionFailed => return Ok(WriteOutcome::PreconditionFailed),
+        )
+        .refusal()
+        {
+            return Ok(refused);
         }
         self.next_revision();
         self.clusters.remove(key.storage_key().as_str())?;
@@ -177,15 +196,19 @@ impl Batch<'_> {
         key: &PoolKey,
         precondition: &Precondition,
         input: PoolInput,
+        may_create: bool,
     ) -> Result<WriteOutcome<PoolView>, ApplyError> {
         let Some(cluster) = self.cluster(&key.cluster)? else {
             return Ok(WriteOutcome::ParentNotFound);
         };
         let current = self.pool(key)?;
-        match decide(Verb::Put, precondition, current.as_ref().map(|p| &p.etag)) {
-            Decision::Proceed => {}
-            Decision::NotFound => return Ok(WriteOutcome::NotFound),
-            Decision::PreconditionFailed => return Ok(WriteOutcome::PreconditionFailed),
+        if current.is_none() && !may_create {
+            return Ok(WriteOutcome::NotFound);
+        }
+        if let Some(refused) =
+            decide(Verb::Put, precondition, current.as_ref().map(|p| &p.etag)).refusal()
+        {
+            return Ok(refused);
         }
         let created = current.is_none();
         let pool = self.write_pool(key, current, input)?;
@@ -207,10 +230,10 @@ impl Batch<'_> {
             return Ok(WriteOutcome::ParentNotFound);
         };
         let current = self.pool(key)?;
-        match decide(Verb::Patch, precondition, current.as_ref().map(|p| &p.etag)) {
-            Decision::Proceed => {}
-            Decision::NotFound => return Ok(WriteOutcome::NotFound),
-            Decision::PreconditionFailed => return Ok(WriteOutcome::PreconditionFailed),
+        if let Some(refused) =
+            decide(Verb::Patch, precondition, current.as_ref().map(|p| &p.etag)).refusal()
+        {
+            return Ok(refused);
         }
         let Some(pool) = current else {
             unreachable!("the precondition table proceeds with a PATCH only on an existing pool");
@@ -235,17 +258,17 @@ impl Batch<'_> {
     ) -> Result<WriteOutcome<PoolView>, ApplyError> {
         // A pool of a missing cluster is a missing pool: DELETE is idempotent.
         if self.cluster(&key.cluster)?.is_none() {
-            return Ok(WriteOutcome::NotFound);
+            return Ok(WriteOutcome::Absent);
         }
         let current = self.pool(key)?;
-        match decide(
+        if let Some(refused) = decide(
             Verb::Delete,
             precondition,
             current.as_ref().map(|p| &p.etag),
-        ) {
-            Decision::Proceed => {}
-            Decision::NotFound => return Ok(WriteOutcome::NotFound),
-            Decision::PreconditionFailed => return Ok(WriteOutcome::PreconditionFailed),
+        )
+        .refusal()
+        {
+            return Ok(refused);
         }
         self.next_revision();
         self.pools.remove(key.storage_key().as_str())?;
@@ -413,7 +436,8 @@ fn decide(verb: Verb, precondition: &Precondition, current: Option<&Uuid>) -> De
             Precondition::None | Precondition::IfNoneMatchAny => Decision::Proceed,
             Precondition::IfMatchAny | Precondition::IfMatch(_) => Decision::PreconditionFailed,
         },
-        (Verb::Patch | Verb::Delete, None) => Decision::NotFound,
+        (Verb::Patch, None) => Decision::NotFound,
+        (Verb::Delete, None) => Decision::Absent,
         (_, Some(etag)) => match precondition {
             Precondition::None | Precondition::IfMatchAny => Decision::Proceed,
             Precondition::IfMatch(tags) if tags.iter().any(|tag| tag.matches(etag)) => {

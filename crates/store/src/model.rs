@@ -173,7 +173,9 @@ pub enum WriteOutcome<T> {
     Created(T),
     Updated(T),
     Deleted,
-    /// The resource does not exist (PATCH and DELETE).
+    /// A DELETE found no resource to remove (for a pool, possibly no cluster either).
+    Absent,
+    /// The resource does not exist: a PATCH, or a PUT that may not create it.
     NotFound,
     /// The parent cluster of a pool does not exist.
     ParentNotFound,
@@ -228,6 +230,10 @@ pub enum WriteRequest {
         key: PoolKey,
         precondition: Precondition,
         input: PoolInput,
+        /// Whether the PUT may create the pool. When false, a missing pool yields
+        /// [`WriteOutcome::NotFound`] and nothing is written; the API layer sets it for a
+        /// name that may address an existing pool but is not valid for a new one.
+        may_create: bool,
     },
     PatchPool {
         key: PoolKey,

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::conditions::{self, ReadConditions};
 use crate::error::ApiError;
 use crate::route::{self, Route};
-use crate::{AppState, json};
+use crate::{AppState, json, paging};
 
 /// Handles every request under `/subscriptions/`.
 pub async fn arm_request(
@@ -293,7 +293,7 @@ async fn list_clusters(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let limit = query.page_size(state.config.page_size);
-    let after = query.skip_token.clone();
+    let after = query.continuation()?;
     let page = read(state, move |store| {
         store.list_clusters(&scope, after.as_deref(), limit)
     })
@@ -310,7 +310,7 @@ async fn list_pools(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let limit = query.page_size(state.config.page_size);
-    let after = query.skip_token.clone();
+    let after = query.continuation()?;
     let cluster = key.name.clone();
     let page = read(state, move |store| {
         store.list_pools(&key, after.as_deref(), limit)
@@ -336,7 +336,7 @@ fn list_response(
             .unwrap_or("127.0.0.1");
         let mut serializer = form_urlencoded::Serializer::new(String::new());
         serializer.append_pair("api-version", &query.api_version);
-        serializer.append_pair("$skipToken", &token);
+        serializer.append_pair("$skipToken", &paging::encode_skip_token(&token));
         if let Some(top) = query.top {
             serializer.append_pair("$top", &top.to_string());
         }
@@ -382,7 +382,10 @@ where
     let result = tokio::task::spawn_blocking(move || read(&store)).await;
     match result {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(ReadError::InvalidContinuation { token })) => Err(ApiError::InvalidSkipToken(token)),
+        // Re-encoding the key gives back the client's token, which decoded to it.
+        Ok(Err(ReadError::InvalidContinuation { token })) => Err(ApiError::InvalidSkipToken(
+            paging::encode_skip_token(&token),
+        )),
         Ok(Err(error)) => {
             tracing::error!(%error, "read failed");
             Err(ApiError::NotApplied { write: false })
@@ -461,6 +464,14 @@ impl Query {
             skip_token,
             top,
         })
+    }
+
+    /// The storage key that the requested page continues after, from `$skipToken`.
+    fn continuation(&self) -> Result<Option<String>, ApiError> {
+        self.skip_token
+            .as_deref()
+            .map(paging::decode_skip_token)
+            .transpose()
     }
 
     fn page_size(&self, max: usize) -> usize {

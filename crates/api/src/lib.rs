@@ -9,6 +9,7 @@ mod conditions;
 mod error;
 mod handlers;
 mod json;
+mod paging;
 mod route;
 
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::conditions::{self, ReadConditions};
 use crate::error::ApiError;
 use crate::route::{self, Route};
-use crate::{AppState, json, paging};
+use crate::{AppState, body, json, paging};
 
 /// Handles every request under `/subscriptions/`.
 pub async fn arm_request(
@@ -31,7 +31,12 @@ pub async fn arm_request(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle(&state, &method, &uri, &headers, body).await {
+    let mut body = Some(body);
+    let result = handle(&state, &method, &uri, &headers, &mut body).await;
+    if let Some(unread) = body {
+        body::drain(unread).await;
+    }
+    match result {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -42,7 +47,7 @@ async fn handle(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Option<Body>,
 ) -> Result<Response, ApiError> {
     let route = route::parse(uri.path())?;
     tracing::Span::current().record("route", route.template());
@@ -397,18 +402,18 @@ where
     }
 }
 
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let limit_bytes = state.config.max_body_bytes;
+/// Takes the request body out of `body` and reads it within the configured limit.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limit_bytes) {
-        return Err(ApiError::BodyTooLarge { limit_bytes });
-    }
-    axum::body::to_bytes(body, limit_bytes)
-        .await
-        .map_err(|_| ApiError::BodyTooLarge { limit_bytes })
+        .and_then(|value| value.parse::<u64>().ok());
+    let body = body.take().unwrap_or_default();
+    body::read_limited(body, declared, state.config.max_body_bytes).await
 }
 
 fn resource_response(status: StatusCode, etag: &Uuid, resource: Value) -> Response {

@@ -5,6 +5,7 @@
 //! It never calls redb and never blocks the async executor: reads run on tokio's blocking
 //! pool and writes complete through the store's writer thread.
 
+mod body;
 mod conditions;
 mod error;
 mod handlers;

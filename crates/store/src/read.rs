@@ -8,7 +8,9 @@ use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 use crate::Store;
 use crate::codec;
 use crate::error::ReadError;
-use crate::model::{Cluster, ClusterKey, ClusterScope, ClusterView, Pool, PoolKey, PoolView};
+use crate::model::{
+    Cluster, ClusterKey, ClusterScope, ClusterView, KEY_SEPARATOR, Pool, PoolKey, PoolView,
+};
 use crate::tables;
 
 /// One page of a list.
@@ -59,7 +61,11 @@ impl Store {
         limit: usize,
     ) -> Result<Page<ClusterView>, ReadError> {
         let prefix = scope.key_prefix();
-        check_continuation(&prefix, after)?;
+        let parts = match scope {
+            ClusterScope::Subscription(_) => 2,
+            ClusterScope::ResourceGroup { .. } => 1,
+        };
+        check_continuation(&prefix, after, parts)?;
         let txn = self.database()?.begin_read()?;
         let clusters = txn.open_table(tables::CLUSTERS)?;
 
@@ -95,7 +101,7 @@ impl Store {
         limit: usize,
     ) -> Result<Option<Page<PoolView>>, ReadError> {
         let prefix = key.pool_prefix();
-        check_continuation(&prefix, after)?;
+        check_continuation(&prefix, after, 1)?;
         let txn = self.database()?.begin_read()?;
         let Some(cluster) = read_cluster(&txn, &key.storage_key())? else {
             return Ok(None);
@@ -125,14 +131,24 @@ impl Store {
     }
 }
 
-fn check_continuation(prefix: &str, after: Option<&str>) -> Result<(), ReadError> {
-    match after {
-        Some(token) if !token.starts_with(prefix) || token.len() == prefix.len() => {
-            Err(ReadError::InvalidContinuation {
-                token: token.to_owned(),
-            })
-        }
-        _ => Ok(()),
+/// Checks that a continuation is a key of the list being read: it starts with the list's
+/// `prefix` and has exactly `parts` more non-empty parts (a resource group and a cluster name
+/// for a subscription's clusters, one name otherwise). A key of another list is rejected even
+/// when it shares the prefix, such as a pool key offered to its subscription's cluster list.
+fn check_continuation(prefix: &str, after: Option<&str>, parts: usize) -> Result<(), ReadError> {
+    let Some(token) = after else {
+        return Ok(());
+    };
+    let belongs = token.strip_prefix(prefix).is_some_and(|rest| {
+        let rest: Vec<&str> = rest.split(KEY_SEPARATOR).collect();
+        rest.len() == parts && rest.iter().all(|part| !part.is_empty())
+    });
+    if belongs {
+        Ok(())
+    } else {
+        Err(ReadError::InvalidContinuation {
+            token: token.to_owned(),
+        })
     }
 }
 
@@ -167,4 +183,29 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, 
         key: key.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continuation_must_be_a_key_of_the_list() {
+        assert!(check_continuation("sub/", None, 2).is_ok());
+        assert!(check_continuation("sub/", Some("sub/rg/c1"), 2).is_ok());
+        assert!(check_continuation("sub/rg/", Some("sub/rg/c1"), 1).is_ok());
+        for (prefix, token, parts) in [
+            ("sub/", "sub/rg/c1/np1", 2),
+            ("sub/", "sub/rg", 2),
+            ("sub/", "sub//c1", 2),
+            ("sub/rg/", "sub/rg/", 1),
+            ("sub/rg/", "sub/rg2/c1", 1),
+            ("sub/rg/c1/", "other/rg/c1/np1", 1),
+        ] {
+            assert!(
+                check_continuation(prefix, Some(token), parts).is_err(),
+                "{token} in {prefix}"
+            );
+        }
+    }
 }

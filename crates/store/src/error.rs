@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 use crate::codec::CodecError;
 
-/// Why [`crate::Store::open`] failed. None of these leaves the file changed.
+/// Why opening a database failed.
+///
+/// `Locked`, `Foreign`, `NewerSchema`, `OlderSchema` and `Missing` are found before the file is
+/// opened for writing, so they leave it unchanged. `Storage` may come after redb's writable
+/// open, which repairs a file that was not closed cleanly. `Migration` states whether the
+/// migration may be on disk.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(
@@ -16,8 +21,8 @@ pub enum OpenError {
     #[error("{path} is not an akstore database: {reason}")]
     Foreign { path: PathBuf, reason: String },
     #[error(
-        "database {path} has schema version {found}, but this akstore supports only up to \
-         version {supported}; use a newer akstore binary"
+        "database {path} has schema version {found}, newer than version {supported}, the newest \
+         this akstore supports; the file was not changed; use a newer akstore binary"
     )]
     NewerSchema {
         path: PathBuf,
@@ -32,6 +37,16 @@ pub enum OpenError {
         path: PathBuf,
         found: u64,
         supported: u64,
+    },
+    #[error("no akstore database at {path}: the file does not exist or is empty")]
+    Missing { path: PathBuf },
+    /// The migration's error states whether the file may have changed: only a failed commit
+    /// leaves that unknown.
+    #[error("failed to migrate database {path}: {source}")]
+    Migration {
+        path: PathBuf,
+        #[source]
+        source: akstore_migrations::MigrationError,
     },
     #[error("failed to open database {path}: {source}")]
     Storage {

@@ -18,11 +18,12 @@ mod error;
 pub mod failpoints;
 pub mod faults;
 mod model;
+mod open;
 mod read;
+mod scratch;
 pub mod tables;
 pub mod writer;
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -30,15 +31,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use redb::backends::FileBackend;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend};
 
-pub use akstore_migrations::CURRENT_SCHEMA_VERSION;
+pub use akstore_migrations::{CURRENT_SCHEMA_VERSION, MigrationReport, Step, StepReport};
 pub use error::{OpenError, ReadError, WriteError};
 pub use model::{
     Applied, Cluster, ClusterInput, ClusterKey, ClusterPatch, ClusterScope, ClusterView, EntityTag,
     Pool, PoolInput, PoolKey, PoolPatch, PoolView, Precondition, WriteOutcome, WriteRequest,
 };
+pub use open::{FileSchema, OpenOptions, inspect_schema, migrate_file};
 pub use read::{Page, PoolLookup};
 pub use writer::Completion;
 
@@ -78,22 +79,23 @@ pub(crate) struct Shared {
 
 impl Store {
     /// Opens the database at `path`, creating it with the current schema when the file does
-    /// not exist or is empty, and starts the writer thread. A new file's directory is synced,
-    /// so the file survives a crash along with its contents.
+    /// not exist or is empty, migrating it when its schema is older, and starts the writer
+    /// thread. A new file's directory is synced, so the file survives a crash along with its
+    /// contents.
     ///
-    /// Errors leave an existing file as it was: a file of another program, or of a schema
-    /// other than [`CURRENT_SCHEMA_VERSION`], is rejected before anything is written to it.
+    /// A file of another program, or of a newer schema, is rejected before it is opened for
+    /// writing, so its bytes stay as they were. See [`OpenError`] for what each error means.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
+        Store::open_with(path, OpenOptions::default())
+    }
+
+    /// Opens the database at `path` as [`Store::open`] does, migrating an older schema only when
+    /// `options` allows it.
+    pub fn open_with(path: impl AsRef<Path>, options: OpenOptions) -> Result<Store, OpenError> {
         let path = path.as_ref().to_path_buf();
         let file_path = path.clone();
-        Store::open_with_backend(path, move || {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&file_path)?;
-            Ok(FileBackend::new(file))
+        Store::open_with_backend_and_options(path, options, move || {
+            open::open_file_backend(&file_path)
         })
     }
 
@@ -106,10 +108,23 @@ impl Store {
         B: StorageBackend,
         F: Fn() -> std::io::Result<B> + Send + Sync + 'static,
     {
+        Store::open_with_backend_and_options(path, OpenOptions::default(), backend)
+    }
+
+    fn open_with_backend_and_options<B, F>(
+        path: impl Into<PathBuf>,
+        options: OpenOptions,
+        backend: F,
+    ) -> Result<Store, OpenError>
+    where
+        B: StorageBackend,
+        F: Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    {
         let path = path.into();
+        // A reopen after a failed write finds the schema current, so it migrates nothing.
         let opener: Opener = {
             let path = path.clone();
-            Box::new(move || open_database(&path, &backend))
+            Box::new(move || open::open_database(&path, &backend, options).map(|opened| opened.db))
         };
         let database = opener()?;
 
@@ -294,137 +309,4 @@ fn wait_until_unshared(mut database: Arc<Database>) {
             }
         }
     }
-}
-
-/// Opens the database on a new backend, syncs the directory of a new file, and checks or
-/// writes the schema version.
-fn open_database<B, F>(path: &Path, backend: &F) -> Result<Database, OpenError>
-where
-    B: StorageBackend,
-    F: Fn() -> std::io::Result<B>,
-{
-    let storage = |source: redb::Error| OpenError::Storage {
-        path: path.to_path_buf(),
-        source,
-    };
-    let backend = backend().map_err(|e| storage(e.into()))?;
-    let existed = backend.len().map(|len| len > 0).unwrap_or(false);
-
-    let started = Instant::now();
-    let db = Database::builder()
-        .set_cache_size(CACHE_SIZE_BYTES)
-        .set_repair_callback(repair_progress_logger())
-        .create_with_backend(backend)
-        .map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked {
-                path: path.to_path_buf(),
-            },
-            redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) if existed => {
-                OpenError::Foreign {
-                    path: path.to_path_buf(),
-                    reason: format!("not a valid redb file ({reason})"),
-                }
-            }
-            other => storage(other.into()),
-        })?;
-    if !existed {
-        sync_parent_directory(path).map_err(|e| storage(e.into()))?;
-    }
-
-    check_or_initialize_schema(&db, path)?;
-    tracing::info!(
-        path = %path.display(),
-        created = !existed,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "database opened"
-    );
-    Ok(db)
-}
-
-/// A repair callback that logs redb's repair progress, which runs when the file was not
-/// closed cleanly, once per tenth of the work.
-fn repair_progress_logger() -> impl Fn(&mut redb::RepairSession) + 'static {
-    let last_tenth = std::sync::atomic::AtomicU64::new(u64::MAX);
-    move |session| {
-        let tenth = (session.progress() * 10.0) as u64;
-        if last_tenth.swap(tenth, Ordering::Relaxed) != tenth {
-            tracing::warn!(
-                progress_percent = tenth * 10,
-                "repairing the database after an unclean shutdown"
-            );
-        }
-    }
-}
-
-/// Checks the schema version of an existing database, or writes the current one into a new,
-/// empty database. Nothing is written to a database that has any table already.
-fn check_or_initialize_schema(db: &Database, path: &Path) -> Result<(), OpenError> {
-    let storage = |source: redb::Error| OpenError::Storage {
-        path: path.to_path_buf(),
-        source,
-    };
-    let foreign = |reason: String| OpenError::Foreign {
-        path: path.to_path_buf(),
-        reason,
-    };
-
-    let read = db.begin_read().map_err(|e| storage(e.into()))?;
-    let table_names: Vec<String> = read
-        .list_tables()
-        .map_err(|e| storage(e.into()))?
-        .map(|handle| redb::TableHandle::name(&handle).to_owned())
-        .collect();
-    if !table_names.is_empty() {
-        let meta = read
-            .open_table(tables::META)
-            .map_err(|e| foreign(format!("its metadata table cannot be opened ({e})")))?;
-        let version = meta
-            .get(tables::SCHEMA_VERSION_KEY)
-            .map_err(|e| storage(e.into()))?
-            .map(|value| value.value())
-            .ok_or_else(|| foreign("its metadata table has no schema version".into()))?;
-        return match version.cmp(&CURRENT_SCHEMA_VERSION) {
-            std::cmp::Ordering::Equal => Ok(()),
-            std::cmp::Ordering::Greater => Err(OpenError::NewerSchema {
-                path: path.to_path_buf(),
-                found: version,
-                supported: CURRENT_SCHEMA_VERSION,
-            }),
-            std::cmp::Ordering::Less => Err(OpenError::OlderSchema {
-                path: path.to_path_buf(),
-                found: version,
-                supported: CURRENT_SCHEMA_VERSION,
-            }),
-        };
-    }
-    drop(read);
-
-    let mut txn = db.begin_write().map_err(|e| storage(e.into()))?;
-    txn.set_durability(redb::Durability::Immediate)
-        .map_err(|e| storage(e.into()))?;
-    {
-        let mut meta = txn
-            .open_table(tables::META)
-            .map_err(|e| storage(e.into()))?;
-        meta.insert(tables::SCHEMA_VERSION_KEY, CURRENT_SCHEMA_VERSION)
-            .map_err(|e| storage(e.into()))?;
-        meta.insert(tables::REVISION_KEY, 0)
-            .map_err(|e| storage(e.into()))?;
-        txn.open_table(tables::CLUSTERS)
-            .map_err(|e| storage(e.into()))?;
-        txn.open_table(tables::POOLS)
-            .map_err(|e| storage(e.into()))?;
-    }
-    txn.commit().map_err(|e| storage(e.into()))?;
-    Ok(())
-}
-
-/// Syncs the directory that holds a newly created file, so the file's directory entry
-/// survives a crash along with its contents.
-pub(crate) fn sync_parent_directory(path: &Path) -> std::io::Result<()> {
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    File::open(parent)?.sync_all()
 }

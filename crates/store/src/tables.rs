@@ -9,15 +9,22 @@ use std::ops::Bound;
 
 use redb::TableDefinition;
 
-/// Metadata: the schema version and the global revision counter.
-pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Metadata: the schema version and the global revision counter. Its definition and the
+/// schema version key belong to the migrations, because every schema version has them.
+pub use akstore_migrations::{META, SCHEMA_VERSION_KEY};
+
 /// Clusters by `subscription/resource_group/cluster`.
 pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("clusters");
 /// Pools by `subscription/resource_group/cluster/pool`.
 pub const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
+/// Exactly-once retry records by client request id (`x-ms-client-request-id`). Schema 2 on.
+pub const REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("requests");
+/// Long-running operation records by operation id. Schema 2 on.
+pub const OPERATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("operations");
 
-/// Metadata key of the schema version.
-pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// Every table of the current schema besides [`META`], all of which a new database gets.
+pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 4] =
+    [CLUSTERS, POOLS, REQUESTS, OPERATIONS];
 /// Metadata key of the global revision: the revision of the last applied write.
 pub const REVISION_KEY: &str = "revision";
 

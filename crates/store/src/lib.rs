@@ -41,7 +41,7 @@ pub use model::{
 };
 pub use open::{FileSchema, OpenOptions, inspect_schema, migrate_file};
 pub use read::{Page, PoolLookup};
-pub use writer::Completion;
+pub use writer::{Completion, WriterStats};
 
 /// redb page cache size. Large enough to keep the working set of a test or CI database in
 /// memory, small enough that a long-lived shared instance stays far below 200 MiB resident.
@@ -75,6 +75,7 @@ pub(crate) struct Shared {
     opener: Opener,
     /// False from a failed write until the reopen that follows it succeeds.
     writable: AtomicBool,
+    counters: writer::Counters,
 }
 
 impl Store {
@@ -133,6 +134,7 @@ impl Store {
             database: RwLock::new(Some(Arc::new(database))),
             opener,
             writable: AtomicBool::new(true),
+            counters: writer::Counters::default(),
         });
         let (sender, receiver) = mpsc::channel();
         let writer = {
@@ -213,6 +215,14 @@ impl Store {
             && writer.join().is_err()
         {
             tracing::error!("writer thread panicked");
+        }
+    }
+
+    /// Counters of the writer's group commits since the store was opened.
+    pub fn writer_stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.shared.counters.commits.load(Ordering::Relaxed),
+            writes: self.shared.counters.writes.load(Ordering::Relaxed),
         }
     }
 

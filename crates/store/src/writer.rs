@@ -10,6 +10,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +45,24 @@ pub type Completion = Box<dyn FnOnce(Result<Applied, WriteError>) + Send>;
 pub(crate) struct Job {
     pub request: WriteRequest,
     pub done: Completion,
+}
+
+/// Counters the writer keeps for [`crate::Store::writer_stats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Durable commits so far.
+    pub commits: AtomicU64,
+    /// Requests answered from durable commits so far, failed preconditions included.
+    pub writes: AtomicU64,
+}
+
+/// Counters of the writer since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Durable commits, each holding one batch.
+    pub commits: u64,
+    /// Requests those commits answered; divided by `commits`, the mean batch size.
+    pub writes: u64,
 }
 
 /// Failure of a batch, and whether the database must be reopened before the next one.
@@ -139,6 +158,9 @@ fn commit_batch(shared: &Shared, db: &Database, batch: Vec<Job>) -> bool {
 
     match result {
         Ok(results) => {
+            let counters = &shared.counters;
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters.writes.fetch_add(size as u64, Ordering::Relaxed);
             tracing::debug!(writes = size, "group commit durable");
             for (done, result) in completions.into_iter().zip(results) {
                 done(Ok(result));

@@ -16,3 +16,8 @@ lint:
 # Everything CI runs.
 ci:
     bash .ci/run
+
+# Compare akstore with etcd side by side and print the tables (about 10 minutes; installs
+# Debian's etcd-server when missing). Extra arguments go to `akstore-bench compare`.
+bench *ARGS:
+    bash scripts/bench.sh {{ARGS}}

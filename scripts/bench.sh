@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Runs the side-by-side comparison of akstore and etcd (docs/benchmarks.md): builds both
-# binaries in release mode, installs Debian's etcd-server when etcd is missing and this user
-# may install packages, then runs `akstore-bench compare`, which starts both servers on
-# 127.0.0.1 with temporary data, runs every workload, stops them and prints the tables.
-# Arguments are passed on to `akstore-bench compare` (see `akstore-bench compare --help`).
+# Runs the side-by-side comparison of akstore and etcd that docs/benchmarks.md describes.
+# It builds both binaries in release mode and installs Debian's etcd-server when etcd is
+# missing and this user may install packages. Then `akstore-bench compare` starts both servers
+# on 127.0.0.1 with temporary data, runs every workload, stops them and prints the tables.
+# Arguments go on to `akstore-bench compare` (see `akstore-bench compare --help`).
 # A full run takes about 10 minutes on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -215,7 +215,7 @@ async fn current_etag(
     etag_header(&reply).ok_or_else(|| "a GET response carried no ETag header".into())
 }
 
-/// The `ETag` header exactly as sent, quotes included, ready for `If-Match`.
+/// Returns the `ETag` header exactly as sent, quotes included, ready for `If-Match`.
 fn etag_header(reply: &Reply) -> Option<String> {
     reply
         .headers
@@ -225,7 +225,7 @@ fn etag_header(reply: &Reply) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The path and query of a list page's `nextLink`, or `None` on the last page.
+/// Extracts the path and query of a list page's `nextLink`, or `None` on the last page.
 ///
 /// akstore writes `nextLink` last in the page object, so the search starts from the end and
 /// does not parse the page's items.

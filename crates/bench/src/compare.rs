@@ -59,7 +59,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub skip_storage: bool,
 
-    /// Where the JSON report is written.
+    /// Path of the JSON report.
     #[arg(long, default_value = "target/bench/results.json")]
     pub json: PathBuf,
 
@@ -328,7 +328,7 @@ async fn large_store(
     Ok(())
 }
 
-/// Stops and restarts each server on its data, timing each restart to the first ready answer.
+/// Stops and restarts each server on its data, timing each restart until the server is ready.
 async fn open_times(servers: &mut Servers, clusters: usize) -> Result<OpenResult, String> {
     progress("restarting the servers on the large store");
     let mut open = OpenResult {
@@ -498,7 +498,7 @@ async fn stop_servers(servers: &mut Servers) -> Result<(), String> {
     akstore.map(|_| ())
 }
 
-/// The etcd binary to run, or why there is none.
+/// Finds the etcd binary to run, or returns why there is none.
 fn find_etcd(args: &CompareArgs) -> Result<PathBuf, String> {
     if args.no_etcd {
         return Err("--no-etcd was given".into());
@@ -561,7 +561,7 @@ fn machine() -> Machine {
     }
 }
 
-/// The one-minute load average, or 0 where `/proc/loadavg` cannot be read.
+/// Reads the one-minute load average; 0 where `/proc/loadavg` cannot be read.
 fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()

@@ -1,9 +1,10 @@
 //! The records the workloads write: names, ARM paths, etcd keys and JSON bodies.
 //!
 //! A [`Fleet`] is a numbered set of clusters that all have the same number of pools. Both
-//! servers hold the same fleet: akstore as ARM resources, etcd as one key per cluster (its
-//! document, pools included, as a client would store it) plus one key per pool, so a cluster
-//! write in etcd also puts every pool key, as akstore rewrites every pool record.
+//! servers hold the same fleet. akstore stores it as ARM resources. etcd stores one key per
+//! cluster, holding its document with the pools as a client would store it, plus one key per
+//! pool. So a cluster write in etcd puts every pool key, as akstore rewrites every pool
+//! record.
 
 use bytes::Bytes;
 
@@ -31,7 +32,7 @@ pub const MAIN: Fleet = Fleet {
     pools: 3,
 };
 
-/// A fleet of clusters with `pools` pools each, in its own subscription so that lists of
+/// Returns a fleet of clusters with `pools` pools each, in its own subscription so that lists of
 /// [`MAIN`] do not see it.
 pub fn wide(pools: usize) -> Fleet {
     let (group_prefix, name_prefix) = match pools {
@@ -106,7 +107,7 @@ impl Fleet {
         )
     }
 
-    /// A cluster PUT body naming all of the fleet's pools. `generation` changes the content
+    /// Builds a cluster PUT body naming all of the fleet's pools. `generation` changes the content
     /// from one write to the next, as a real update does.
     pub fn cluster_body(&self, index: usize, generation: u64) -> Bytes {
         let mut pools = String::new();
@@ -128,7 +129,7 @@ pub fn pool_name(pool: usize) -> String {
     format!("pool{pool}")
 }
 
-/// The JSON of one pool profile, as it appears in a cluster body and as etcd stores it.
+/// Builds the JSON of one pool profile, as it appears in a cluster body and as etcd stores it.
 pub fn pool_profile(pool: usize, generation: u64) -> String {
     let mode = if pool == 0 { "System" } else { "User" };
     format!(

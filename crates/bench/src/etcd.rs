@@ -271,7 +271,7 @@ pub async fn seed(
     Ok(())
 }
 
-/// The transaction of one cluster write: an optional `mod_revision` comparison on the
+/// Builds the transaction of one cluster write: an optional `mod_revision` comparison on the
 /// cluster key, then a put of the cluster and of each of its pools.
 fn write_txn(fleet: &Fleet, index: usize, expected: Option<u64>, generation: u64) -> Bytes {
     let puts = cluster_puts(fleet, index, generation).join(",");
@@ -321,7 +321,7 @@ fn range_body(key: &[u8], range_end: Option<&[u8]>, limit: Option<usize>) -> Byt
     Bytes::from(body)
 }
 
-/// The exclusive end of the keys that start with `prefix`, which ends in `/`.
+/// Returns the exclusive end of the keys that start with `prefix`, which ends in `/`.
 fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     if let Some(last) = end.last_mut() {

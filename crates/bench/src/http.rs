@@ -22,7 +22,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The status and the start of the body, for an error message.
+    /// Formats the status and the start of the body for an error message.
     pub fn describe(&self) -> String {
         let body = String::from_utf8_lossy(&self.body);
         let excerpt: String = body.chars().take(300).collect();
@@ -116,8 +116,8 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
         .await
         .map_err(|error| format!("HTTP handshake with {addr} failed: {error}"))?;
     tokio::spawn(async move {
-        // The connection ends when the worker drops its sender or the server closes it; either
-        // way the next request reconnects, so the error needs no further handling here.
+        // The connection ends when the worker drops its sender or the server closes it. The
+        // next request reconnects in both cases, so the error needs no handling here.
         let _ = connection.await;
     });
     Ok(sender)

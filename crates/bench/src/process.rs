@@ -167,7 +167,7 @@ impl Server {
     }
 
     /// Starts the stopped server again on the same data and port; returns the time from the
-    /// start of the process to its first ready answer.
+    /// start of the process until it is ready.
     pub async fn restart(&mut self) -> Result<Duration, String> {
         let started = Instant::now();
         self.child = spawn(&self.command, &self.log)?;
@@ -175,7 +175,7 @@ impl Server {
         Ok(started.elapsed())
     }
 
-    /// Polls the readiness path until it answers 200.
+    /// Polls the readiness path until it returns 200.
     async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut connection = Connection::new(self.addr);
@@ -279,7 +279,7 @@ fn spawn(command: &CommandLine, log: &Path) -> Result<Child, String> {
         .map_err(|error| format!("starting {} failed: {error}", command.program.display()))
 }
 
-/// A loopback address with a port that was free a moment ago.
+/// Returns a loopback address with a port that was free a moment ago.
 fn free_addr() -> Result<SocketAddr, String> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|error| format!("finding a free loopback port failed: {error}"))?;

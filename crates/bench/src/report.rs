@@ -14,7 +14,7 @@ pub struct Report {
     pub machine: Machine,
     pub command: String,
     pub etcd_version: Option<String>,
-    /// Why the etcd column is empty, when it is.
+    /// Reason for an empty etcd column.
     pub etcd_skipped: Option<String>,
     pub workloads: Vec<WorkloadResult>,
     pub memory: Option<MemoryResult>,
@@ -57,8 +57,8 @@ pub struct MemoryResult {
     pub akstore_file_bytes: u64,
 }
 
-/// Time from starting a server on an existing data set after a clean shutdown to its first
-/// ready answer, in milliseconds, one figure per restart.
+/// Time from starting a server on an existing data set after a clean shutdown until it is
+/// ready, in milliseconds, one figure per restart.
 #[derive(Debug, Default, Serialize)]
 pub struct OpenResult {
     pub clusters: usize,
@@ -162,7 +162,7 @@ impl Report {
         self.targets = checks;
     }
 
-    /// The whole report as Markdown.
+    /// Formats the whole report as Markdown.
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         let machine = &self.machine;

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::http::Connection;
 
-/// What one request did.
+/// Result class of one request.
 pub enum Outcome {
     Ok,
     /// A failed precondition: HTTP 412 from akstore, `succeeded: false` from etcd.
@@ -58,8 +58,8 @@ pub struct Summary {
     pub median_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    /// CPU time the server used during the window, in percent of one core (200 is both
-    /// cores of a 2-core machine); `None` where `/proc` cannot tell.
+    /// CPU time the server used during the window, in percent of one core, so 200 is both
+    /// cores of a 2-core machine. `None` where `/proc` has no figure.
     pub server_cpu_percent: Option<f64>,
     /// CPU time this load generator used during the window, in percent of one core.
     pub generator_cpu_percent: Option<f64>,
@@ -235,7 +235,7 @@ fn summarize(
     }
 }
 
-/// The nearest-rank percentile of sorted microsecond latencies, in milliseconds.
+/// Returns the nearest-rank percentile of sorted microsecond latencies, in milliseconds.
 pub fn percentile_ms(sorted_us: &[u32], fraction: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;

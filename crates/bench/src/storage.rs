@@ -240,7 +240,7 @@ fn key(fleet: &Fleet, index: usize) -> ClusterKey {
     }
 }
 
-/// The store input the HTTP layer derives from [`Fleet::cluster_body`].
+/// Builds the store input that the HTTP layer derives from [`Fleet::cluster_body`].
 fn input(fleet: &Fleet, index: usize, generation: u64) -> ClusterInput {
     ClusterInput {
         location: "westeurope".into(),

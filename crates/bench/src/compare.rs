@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::dataset::{self, MAIN};
+use crate::etcd::PoolKeys;
 use crate::process::{self, RssSampler, Server};
 use crate::report::{Machine, MemoryResult, OpenResult, Report, WorkloadResult};
 use crate::runner::{self, Summary, Timing, Worker};
@@ -73,18 +74,34 @@ pub struct CompareArgs {
     /// the JSON report.
     #[arg(long, value_name = "WORKLOAD")]
     pub perf: Option<String>,
+
+    /// Record call graphs in the `--perf` profile (DWARF unwinding, at a lower frequency), and
+    /// report inclusive time per function.
+    #[arg(long, requires = "perf")]
+    pub perf_call_graph: bool,
 }
 
 /// The servers of one run.
 struct Servers {
     akstore: Server,
     etcd: Option<Server>,
-    /// The workload whose akstore run is profiled, and where the profile goes.
-    perf: Option<(String, PathBuf)>,
+    /// The workload whose akstore run is profiled, and how.
+    perf: Option<PerfRequest>,
 }
 
-/// Sampling frequency of the CPU profile, in samples per second.
+/// A CPU profile to record of one workload's akstore run.
+struct PerfRequest {
+    workload: String,
+    output: PathBuf,
+    call_graph: bool,
+}
+
+/// Sampling frequency of a flat CPU profile, in samples per second.
 const PERF_FREQUENCY_HZ: u32 = 999;
+
+/// Sampling frequency with call graphs: each sample copies 16 KiB of stack, so fewer samples
+/// keep the profile small and perf's own CPU use low.
+const PERF_CALL_GRAPH_FREQUENCY_HZ: u32 = 199;
 
 /// Runs the whole comparison and returns its report.
 pub async fn run(args: CompareArgs, command: String) -> Result<Report, String> {
@@ -171,7 +188,11 @@ async fn start_servers(
     };
     let perf = args.perf.as_ref().map(|workload| {
         let dir = args.json.parent().unwrap_or(Path::new("."));
-        (workload.clone(), dir.join(format!("perf-{workload}.data")))
+        PerfRequest {
+            workload: workload.clone(),
+            output: dir.join(format!("perf-{workload}.data")),
+            call_graph: args.perf_call_graph,
+        }
     });
     Ok(Servers {
         akstore,
@@ -203,9 +224,9 @@ async fn run_workloads(
         report,
         servers,
         &name("update"),
-        format!("PUT of a cluster with If-Match of the eTag its previous write returned, {small} clusters of 3 pools; etcd: txn comparing mod_revision, then put of the cluster and its 3 pools"),
+        format!("PUT of a cluster with If-Match of the eTag its previous write returned, {small} clusters of 3 pools; etcd: txn comparing mod_revision, then one put of the cluster document with its pools"),
         akstore::Update::workers(MAIN, small, connections),
-        etcd::Update::workers(MAIN, small, connections),
+        etcd::Update::workers(MAIN, PoolKeys::InDocument, small, connections),
         timing,
     )
     .await?;
@@ -215,7 +236,7 @@ async fn run_workloads(
         "update-1",
         "the same conditional updates over one connection".into(),
         akstore::Update::workers(MAIN, small, 1),
-        etcd::Update::workers(MAIN, small, 1),
+        etcd::Update::workers(MAIN, PoolKeys::InDocument, small, 1),
         timing,
     )
     .await?;
@@ -237,9 +258,9 @@ async fn run_workloads(
             report,
             servers,
             &format!("cluster-write-{pools}-pools"),
-            format!("conditional PUT of a cluster of {pools} pools over {wide_clusters} such clusters, {connections} connections"),
+            format!("conditional PUT of a cluster of {pools} pools over {wide_clusters} such clusters, {connections} connections; etcd: txn comparing mod_revision, then puts of the cluster and each pool key"),
             akstore::Update::workers(fleet, wide_clusters, connections),
-            etcd::Update::workers(fleet, wide_clusters, connections),
+            etcd::Update::workers(fleet, PoolKeys::Put, wide_clusters, connections),
             timing,
         )
         .await?;
@@ -309,7 +330,7 @@ async fn large_store(
     memory.akstore_load_peak_kib = process::memory(akstore_pid)?.peak_kib;
     let etcd_summary = match &servers.etcd {
         Some(etcd_server) => {
-            let workers = etcd::Update::workers(MAIN, large, connections);
+            let workers = etcd::Update::workers(MAIN, PoolKeys::InDocument, large, connections);
             Some(run_one(etcd_server, workers, timing).await?)
         }
         None => None,
@@ -362,14 +383,14 @@ async fn measure<A: Worker, E: Worker>(
     timing: Timing,
 ) -> Result<(), String> {
     let recording = match &servers.perf {
-        Some((workload, output)) if workload == name => {
-            Some(start_perf(&servers.akstore, output, timing).await?)
+        Some(request) if request.workload == name => {
+            Some(start_perf(&servers.akstore, request, timing).await?)
         }
         _ => None,
     };
     let akstore = run_one(&servers.akstore, akstore_workers, timing).await?;
-    if let Some((perf, output)) = recording {
-        finish_perf(perf, &output).await?;
+    if let (Some(perf), Some(request)) = (recording, &servers.perf) {
+        finish_perf(perf, request).await?;
     }
     let etcd = match &servers.etcd {
         Some(server) => Some(run_one(server, etcd_workers, timing).await?),
@@ -387,23 +408,26 @@ async fn measure<A: Worker, E: Worker>(
 /// Starts `perf record` on the server for the length of one workload run.
 async fn start_perf(
     server: &Server,
-    output: &Path,
+    request: &PerfRequest,
     timing: Timing,
-) -> Result<(tokio::process::Child, PathBuf), String> {
+) -> Result<tokio::process::Child, String> {
     let pid = server.pid().ok_or("akstore is not running")?;
+    let output = &request.output;
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|error| format!("creating {} failed: {error}", dir.display()))?;
     }
     let seconds = (timing.warmup + timing.measure).as_secs_f64();
-    let child = tokio::process::Command::new("perf")
-        .args([
-            "record",
-            "-e",
-            "cpu-clock",
-            "-F",
-            &PERF_FREQUENCY_HZ.to_string(),
-        ])
+
+    let mut command = tokio::process::Command::new("perf");
+    command.args(["record", "-e", "cpu-clock"]);
+    if request.call_graph {
+        command.args(["-F", &PERF_CALL_GRAPH_FREQUENCY_HZ.to_string()]);
+        command.args(["--call-graph", "dwarf,16384"]);
+    } else {
+        command.args(["-F", &PERF_FREQUENCY_HZ.to_string()]);
+    }
+    let child = command
         .args(["-p", &pid.to_string(), "-o"])
         .arg(output)
         .args(["--", "sleep", &format!("{seconds:.1}")])
@@ -415,11 +439,13 @@ async fn start_perf(
         "recording a CPU profile of akstore into {}",
         output.display()
     ));
-    Ok((child, output.to_path_buf()))
+    Ok(child)
 }
 
-/// Waits for `perf record` and writes its flat report by symbol next to the profile.
-async fn finish_perf(mut perf: tokio::process::Child, output: &Path) -> Result<(), String> {
+/// Waits for `perf record` and writes its report by symbol next to the profile: self time
+/// per function, or with call graphs the inclusive time per function.
+async fn finish_perf(mut perf: tokio::process::Child, request: &PerfRequest) -> Result<(), String> {
+    let output = &request.output;
     let status = perf
         .wait()
         .await
@@ -427,13 +453,21 @@ async fn finish_perf(mut perf: tokio::process::Child, output: &Path) -> Result<(
     if !status.success() {
         return Err(format!("perf record exited with {status}"));
     }
-    let report = tokio::process::Command::new("perf")
-        .args(["report", "--stdio", "--no-children", "--sort", "dso,symbol"])
+
+    let mut command = tokio::process::Command::new("perf");
+    command.args(["report", "--stdio", "--sort", "dso,symbol"]);
+    if request.call_graph {
+        command.args(["--children", "-g", "none"]);
+    } else {
+        command.arg("--no-children");
+    }
+    let report = command
         .args(["--percent-limit", "0.5", "-i"])
         .arg(output)
         .output()
         .await
         .map_err(|error| format!("running perf report failed: {error}"))?;
+
     // perf pads every line to the terminal width it assumes.
     let text: String = String::from_utf8_lossy(&report.stdout)
         .lines()

@@ -1,8 +1,8 @@
 //! The same workloads against etcd's v3 HTTP JSON gateway.
 //!
 //! A conditional update is one `/v3/kv/txn`: compare the cluster key's `mod_revision` with the
-//! revision of this worker's last write of it, then put the cluster document and every pool
-//! key. A read is one `/v3/kv/range` of the cluster key, and a list page is a `/v3/kv/range`
+//! revision of this worker's last write of it, then put the cluster document (its pools
+//! included), and with [`PoolKeys::Put`] every pool key too. A read is one `/v3/kv/range` of the cluster key, and a list page is a `/v3/kv/range`
 //! of the clusters' prefix with `limit` set. etcd's gateway takes keys and values in base64
 //! and 64-bit integers as decimal strings.
 
@@ -26,9 +26,20 @@ const MAX_TXN_OPS: usize = 128;
 /// Items in one list page, as akstore's default page size.
 pub const PAGE_SIZE: usize = 100;
 
+/// Whether a cluster write also puts the pool keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKeys {
+    /// Put only the cluster document, pools included: the single put of a plain
+    /// compare-and-swap, etcd's cheapest write of the cluster.
+    InDocument,
+    /// Also put every pool key, as akstore rewrites every pool record of the cluster.
+    Put,
+}
+
 /// Conditional cluster writes, one transaction each; see the module documentation.
 pub struct Update {
     fleet: Fleet,
+    pool_keys: PoolKeys,
     clusters: Vec<usize>,
     revisions: Vec<u64>,
     next: usize,
@@ -80,10 +91,16 @@ struct KeyValue {
 impl Update {
     /// Workers for `connections` connections over clusters `0..clusters`, each owning every
     /// `connections`-th cluster.
-    pub fn workers(fleet: Fleet, clusters: usize, connections: usize) -> Vec<Update> {
+    pub fn workers(
+        fleet: Fleet,
+        pool_keys: PoolKeys,
+        clusters: usize,
+        connections: usize,
+    ) -> Vec<Update> {
         (0..connections)
             .map(|worker| Update {
                 fleet,
+                pool_keys,
                 clusters: (worker..clusters).step_by(connections).collect(),
                 revisions: Vec::new(),
                 next: 0,
@@ -108,12 +125,11 @@ impl Worker for Update {
         self.next += 1;
         self.generation += 1;
         let index = self.clusters[slot];
-        let body = write_txn(
-            &self.fleet,
-            index,
-            Some(self.revisions[slot]),
-            self.generation,
-        );
+        let mut puts = vec![cluster_put(&self.fleet, index, self.generation)];
+        if self.pool_keys == PoolKeys::Put {
+            puts.extend(pool_puts(&self.fleet, index, self.generation));
+        }
+        let body = conditional_txn(&self.fleet, index, self.revisions[slot], &puts);
         let reply = match connection
             .send(Method::POST, "/v3/kv/txn", &[], Some(body))
             .await
@@ -253,7 +269,8 @@ pub async fn seed(
                 }
                 let mut puts = Vec::new();
                 for index in first..(first + per_txn).min(end) {
-                    puts.extend(cluster_puts(&fleet, index, 0));
+                    puts.push(cluster_put(&fleet, index, 0));
+                    puts.extend(pool_puts(&fleet, index, 0));
                 }
                 let body = Bytes::from(format!(r#"{{"success":[{}]}}"#, puts.join(",")));
                 let reply = connection
@@ -271,34 +288,33 @@ pub async fn seed(
     Ok(())
 }
 
-/// Builds the transaction of one cluster write: an optional `mod_revision` comparison on the
-/// cluster key, then a put of the cluster and of each of its pools.
-fn write_txn(fleet: &Fleet, index: usize, expected: Option<u64>, generation: u64) -> Bytes {
-    let puts = cluster_puts(fleet, index, generation).join(",");
-    let body = match expected {
-        Some(revision) => format!(
-            r#"{{"compare":[{{"key":"{}","target":"MOD","result":"EQUAL","mod_revision":"{revision}"}}],"success":[{puts}]}}"#,
-            BASE64.encode(fleet.etcd_cluster_key(index))
-        ),
-        None => format!(r#"{{"success":[{puts}]}}"#),
-    };
-    Bytes::from(body)
+/// Builds a transaction that runs `puts` if the cluster key's `mod_revision` is `expected`.
+fn conditional_txn(fleet: &Fleet, index: usize, expected: u64, puts: &[String]) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"compare":[{{"key":"{}","target":"MOD","result":"EQUAL","mod_revision":"{expected}"}}],"success":[{}]}}"#,
+        BASE64.encode(fleet.etcd_cluster_key(index)),
+        puts.join(",")
+    ))
 }
 
-/// `request_put` operations for a cluster document and each of its pools.
-fn cluster_puts(fleet: &Fleet, index: usize, generation: u64) -> Vec<String> {
-    let mut puts = Vec::with_capacity(1 + fleet.pools);
-    puts.push(put(
+/// Builds the `request_put` of a cluster document.
+fn cluster_put(fleet: &Fleet, index: usize, generation: u64) -> String {
+    put(
         fleet.etcd_cluster_key(index).as_bytes(),
         &fleet.cluster_body(index, generation),
-    ));
-    for pool in 0..fleet.pools {
-        puts.push(put(
-            fleet.etcd_pool_key(index, pool).as_bytes(),
-            pool_profile(pool, generation).as_bytes(),
-        ));
-    }
-    puts
+    )
+}
+
+/// Builds the `request_put` operations of a cluster's pool keys.
+fn pool_puts(fleet: &Fleet, index: usize, generation: u64) -> Vec<String> {
+    (0..fleet.pools)
+        .map(|pool| {
+            put(
+                fleet.etcd_pool_key(index, pool).as_bytes(),
+                pool_profile(pool, generation).as_bytes(),
+            )
+        })
+        .collect()
 }
 
 fn put(key: &[u8], value: &[u8]) -> String {
@@ -372,9 +388,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn write_txn_compares_then_puts_every_record() {
+    fn conditional_txn_compares_then_puts_every_record() {
         let fleet = crate::dataset::wide(2);
-        let body = write_txn(&fleet, 4, Some(41), 9);
+        let mut puts = vec![cluster_put(&fleet, 4, 9)];
+        puts.extend(pool_puts(&fleet, 4, 9));
+        let body = conditional_txn(&fleet, 4, 41, &puts);
         let txn: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(txn["compare"][0]["mod_revision"], "41");
         assert_eq!(txn["compare"][0]["target"], "MOD");

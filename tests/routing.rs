@@ -184,6 +184,11 @@ fn other_paths_and_methods_are_rejected() {
         let reply = server.send(method.clone(), &path, &[], Some(&json!({})));
         assert_eq!(reply.status, 405, "{method} {path}");
         assert_eq!(reply.error_code(), "MethodNotAllowed", "{method} {path}");
+        let allow = reply.headers.get("allow").expect("Allow header");
+        assert!(
+            allow.to_str().unwrap().starts_with("GET, HEAD"),
+            "{allow:?}"
+        );
     }
 
     // Health probes need no api-version.
@@ -191,4 +196,32 @@ fn other_paths_and_methods_are_rejected() {
     assert_eq!(health.status, 200);
     let ready = server.get_url(&server.raw_url("/readyz"));
     assert_eq!(ready.status, 200);
+}
+
+#[test]
+fn head_is_get_without_body() {
+    let (_dir, server) = start_with_cluster();
+    let get = server.get(CREATED_PATH);
+    let head = server.send(Method::HEAD, CREATED_PATH, &[], None);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, serde_json::Value::Null);
+    assert_eq!(head.etag_header(), get.etag_header());
+
+    let etag = get.etag_header().unwrap();
+    let not_modified = server.send(
+        Method::HEAD,
+        CREATED_PATH,
+        &[("If-None-Match", &etag)],
+        None,
+    );
+    assert_eq!(not_modified.status, 304);
+    let missing = server.send(Method::HEAD, &format!("{CREATED_PATH}x"), &[], None);
+    assert_eq!(missing.status, 404);
+    let list = server.send(
+        Method::HEAD,
+        &format!("{CREATED_PATH}/agentPools"),
+        &[],
+        None,
+    );
+    assert_eq!(list.status, 200);
 }

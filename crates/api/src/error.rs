@@ -25,6 +25,8 @@ pub enum ApiError {
     MethodNotAllowed {
         method: String,
         route: &'static str,
+        /// The route's methods, sent as the `Allow` header.
+        allow: &'static str,
     },
     InvalidIfMatch(String),
     InvalidIfNoneMatch(String),
@@ -102,10 +104,14 @@ impl ApiError {
                      Microsoft.ContainerService/managedClusters and their agentPools."
                 ),
             ),
-            MethodNotAllowed { method, route } => (
+            MethodNotAllowed {
+                method,
+                route,
+                allow,
+            } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
-                format!("The method {method} is not supported on {route}."),
+                format!("The method {method} is not supported on {route}; use one of {allow}."),
             ),
             InvalidIfMatch(value) => (
                 StatusCode::BAD_REQUEST,
@@ -227,6 +233,11 @@ impl IntoResponse for ApiError {
         let (status, code, message) = self.parts();
         let body = json!({ "error": { "code": code, "message": message } });
         let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

@@ -54,7 +54,7 @@ async fn handle(
     let query = Query::parse(uri.query())?;
 
     match (route, method.clone()) {
-        (Route::Cluster(key), Method::GET) => get_cluster(state, key, headers).await,
+        (Route::Cluster(key), Method::GET | Method::HEAD) => get_cluster(state, key, headers).await,
         (Route::Cluster(key), Method::PUT) => {
             let precondition = conditions::parse_write(headers)?;
             let body = read_body(state, headers, body).await?;
@@ -82,7 +82,7 @@ async fn handle(
             let request = WriteRequest::DeleteCluster { key, precondition };
             cluster_write(state, request, headers).await
         }
-        (Route::Pool(key), Method::GET) => get_pool(state, key, headers).await,
+        (Route::Pool(key), Method::GET | Method::HEAD) => get_pool(state, key, headers).await,
         (Route::Pool(key), Method::PUT) => {
             let precondition = conditions::parse_write(headers)?;
             let body = read_body(state, headers, body).await?;
@@ -114,13 +114,16 @@ async fn handle(
             let request = WriteRequest::DeletePool { key, precondition };
             pool_write(state, request, headers).await
         }
-        (Route::ClusterList(scope), Method::GET) => {
+        (Route::ClusterList(scope), Method::GET | Method::HEAD) => {
             list_clusters(state, scope, &query, uri, headers).await
         }
-        (Route::PoolList(key), Method::GET) => list_pools(state, key, &query, uri, headers).await,
+        (Route::PoolList(key), Method::GET | Method::HEAD) => {
+            list_pools(state, key, &query, uri, headers).await
+        }
         (route, method) => Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
             route: route.template(),
+            allow: route.allowed_methods(),
         }),
     }
 }

@@ -30,6 +30,15 @@ pub enum Route {
 }
 
 impl Route {
+    /// The methods the route serves, as an `Allow` header value. HEAD is served as a GET
+    /// without the body.
+    pub fn allowed_methods(&self) -> &'static str {
+        match self {
+            Route::ClusterList(_) | Route::PoolList(_) => "GET, HEAD",
+            Route::Cluster(_) | Route::Pool(_) => "GET, HEAD, PUT, PATCH, DELETE",
+        }
+    }
+
     /// Path template, for logs and errors.
     pub fn template(&self) -> &'static str {
         match self {

@@ -123,6 +123,7 @@ fn api_version_rules() {
             .json(body.clone()),
         Case::bad("DELETE without", Method::DELETE, &cluster, missing).query(""),
         Case::bad("list without", Method::GET, &list, missing).query("$top=1"),
+        Case::bad("list without, bad $top", Method::GET, &list, missing).query("$top=0"),
         Case::bad("empty", Method::GET, &cluster, missing).query("api-version="),
         Case::bad("word", Method::PUT, &cluster, invalid)
             .query("api-version=latest")

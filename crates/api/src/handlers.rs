@@ -451,12 +451,7 @@ impl Query {
             } else if name.eq_ignore_ascii_case("$skipToken") {
                 skip_token = Some(value.into_owned());
             } else if name.eq_ignore_ascii_case("$top") {
-                let parsed = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|top| *top > 0)
-                    .ok_or_else(|| ApiError::InvalidTop(value.clone().into_owned()))?;
-                top = Some(parsed);
+                top = Some(value.into_owned());
             }
         }
         let api_version = match api_version {
@@ -466,6 +461,15 @@ impl Query {
                 return Err(ApiError::InvalidApiVersion(version));
             }
             Some(version) => version,
+        };
+        // `$top` is checked after the api-version, so a request without one always gets
+        // the same error.
+        let top = match top {
+            None => None,
+            Some(text) => match text.parse::<usize>() {
+                Ok(top) if top > 0 => Some(top),
+                _ => return Err(ApiError::InvalidTop(text)),
+            },
         };
         Ok(Query {
             api_version,

@@ -42,19 +42,19 @@ pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 /// Turns a cluster PUT body into the store's input.
 pub fn cluster_input(mut body: Map<String, Value>) -> Result<ClusterInput, ApiError> {
     for field in READ_ONLY_TOP_LEVEL {
-        body.remove(field);
+        body.shift_remove(field);
     }
-    let location = match body.remove("location") {
+    let location = match body.shift_remove("location") {
         Some(Value::String(location)) if !location.trim().is_empty() => location,
         _ => return Err(ApiError::LocationRequired),
     };
-    let tags = match body.remove("tags") {
+    let tags = match body.shift_remove("tags") {
         None | Some(Value::Null) => None,
         Some(tags) => Some(validate_tags(tags)?.to_string()),
     };
-    let mut properties = object_or_empty(body.remove("properties"), "properties")?;
-    properties.remove("provisioningState");
-    let pools = match properties.remove("agentPoolProfiles") {
+    let mut properties = object_or_empty(body.shift_remove("properties"), "properties")?;
+    properties.shift_remove("provisioningState");
+    let pools = match properties.shift_remove("agentPoolProfiles") {
         None | Some(Value::Null) => Vec::new(),
         Some(profiles) => pool_profiles(profiles)?
             .into_iter()
@@ -79,7 +79,7 @@ pub fn validate_cluster_patch(
     mut patch: Map<String, Value>,
 ) -> Result<Map<String, Value>, ApiError> {
     for field in READ_ONLY_TOP_LEVEL {
-        patch.remove(field);
+        patch.shift_remove(field);
     }
     match patch.get("location") {
         None => {}
@@ -102,7 +102,7 @@ pub fn validate_cluster_patch(
     match patch.get_mut("properties") {
         None | Some(Value::Null) => {}
         Some(Value::Object(properties)) => {
-            properties.remove("provisioningState");
+            properties.shift_remove("provisioningState");
             if let Some(profiles) = properties.get("agentPoolProfiles")
                 && !profiles.is_null()
             {
@@ -127,7 +127,7 @@ pub fn merge_cluster_patch(
     mut patch: Map<String, Value>,
 ) -> Result<ClusterInput, String> {
     let profiles = match patch.get_mut("properties") {
-        Some(Value::Object(properties)) => properties.remove("agentPoolProfiles"),
+        Some(Value::Object(properties)) => properties.shift_remove("agentPoolProfiles"),
         _ => None,
     };
 
@@ -161,9 +161,9 @@ pub fn merge_cluster_patch(
 
 /// Turns a pool PUT body into the store's input.
 pub fn pool_input(name: &str, mut body: Map<String, Value>) -> Result<PoolInput, ApiError> {
-    let mut properties = object_or_empty(body.remove("properties"), "properties")?;
+    let mut properties = object_or_empty(body.shift_remove("properties"), "properties")?;
     for field in READ_ONLY_POOL_PROPERTIES {
-        properties.remove(field);
+        properties.shift_remove(field);
     }
     Ok(PoolInput {
         name: name.to_owned(),
@@ -173,11 +173,11 @@ pub fn pool_input(name: &str, mut body: Map<String, Value>) -> Result<PoolInput,
 
 /// Checks a pool PATCH body and strips its read-only fields.
 pub fn validate_pool_patch(mut patch: Map<String, Value>) -> Result<Value, ApiError> {
-    match patch.remove("properties") {
+    match patch.shift_remove("properties") {
         None | Some(Value::Null) => Ok(Value::Object(Map::new())),
         Some(Value::Object(mut properties)) => {
             for field in READ_ONLY_POOL_PROPERTIES {
-                properties.remove(field);
+                properties.shift_remove(field);
             }
             Ok(Value::Object(properties))
         }
@@ -215,7 +215,7 @@ pub fn merge(target: &mut Value, patch: &Value) {
     };
     for (key, value) in patch {
         if value.is_null() {
-            target.remove(key);
+            target.shift_remove(key);
         } else {
             merge(target.entry(key.clone()).or_insert(Value::Null), value);
         }
@@ -369,7 +369,7 @@ fn pool_profiles(profiles: Value) -> Result<Vec<NamedProfile>, ApiError> {
                 "entry {index} must be a JSON object"
             )));
         };
-        let name = match profile.remove("name") {
+        let name = match profile.shift_remove("name") {
             Some(Value::String(name)) => validate_pool_name(&name).map_err(|_| {
                 ApiError::InvalidAgentPoolProfile(format!(
                     "entry {index} has the name '{name}', but pool names must start with a \
@@ -386,7 +386,7 @@ fn pool_profiles(profiles: Value) -> Result<Vec<NamedProfile>, ApiError> {
             return Err(ApiError::DuplicateAgentPoolName(name));
         }
         for field in READ_ONLY_POOL_PROPERTIES {
-            profile.remove(field);
+            profile.shift_remove(field);
         }
         result.push((name, profile));
     }
@@ -447,6 +447,31 @@ mod tests {
         assert_eq!(input.pools.len(), 1);
         assert_eq!(input.pools[0].name, "np1");
         assert_eq!(input.pools[0].properties, r#"{"count":3}"#);
+    }
+
+    #[test]
+    fn stripped_fields_keep_the_order_of_the_rest() {
+        let body = json!({
+            "id": "x", "location": "westeurope", "zeta": 1, "alpha": 2,
+            "properties": {
+                "agentPoolProfiles": [{"name": "np1", "count": 3, "vmSize": "B2s", "mode": "User"}],
+                "zeta": 1, "provisioningState": "Failed", "alpha": 2
+            }
+        });
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
+        let input = cluster_input(body).unwrap();
+        assert_eq!(input.extra, r#"{"zeta":1,"alpha":2}"#);
+        assert_eq!(input.properties, r#"{"zeta":1,"alpha":2}"#);
+        assert_eq!(
+            input.pools[0].properties,
+            r#"{"count":3,"vmSize":"B2s","mode":"User"}"#
+        );
+
+        let mut target = json!({"a": 1, "b": 2, "c": 3});
+        merge(&mut target, &json!({"a": null}));
+        assert_eq!(target.to_string(), r#"{"b":2,"c":3}"#);
     }
 
     #[test]

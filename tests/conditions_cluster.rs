@@ -36,3 +36,22 @@ fn cluster_get_conditions() {
         "ResourceNotFound",
     );
 }
+
+#[test]
+fn arm_profile_deletes_with_202() {
+    let (_dir, server) = start_fresh(&["--profile", "arm"]);
+    let path = cluster_path("rg1", "c1");
+    let etag = server.put(&path, &cluster_body(&["np1"])).etag();
+    let pool = server.send(
+        reqwest::Method::DELETE,
+        &common::pool_path("rg1", "c1", "np1"),
+        &[],
+        None,
+    );
+    assert_eq!(pool.status, 202);
+    let cluster = server.send(reqwest::Method::DELETE, &path, &[("If-Match", &etag)], None);
+    assert_eq!(cluster.status, 202);
+    assert_eq!(cluster.body, serde_json::Value::Null);
+    let again = server.send(reqwest::Method::DELETE, &path, &[], None);
+    assert_eq!(again.status, 204);
+}

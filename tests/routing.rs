@@ -225,3 +225,48 @@ fn head_is_get_without_body() {
     );
     assert_eq!(list.status, 200);
 }
+
+#[test]
+fn request_id_headers() {
+    let (_dir, server) = start_with_cluster();
+    let client_id = "4d3c2b1a-0000-4000-8000-000000000001";
+    let reply = server.send(
+        Method::GET,
+        CREATED_PATH,
+        &[("x-ms-client-request-id", client_id)],
+        None,
+    );
+    let header = |name: &str| {
+        reply
+            .headers
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    assert_eq!(header("x-ms-client-request-id").as_deref(), Some(client_id));
+    assert_eq!(
+        header("x-ms-correlation-request-id").as_deref(),
+        Some(client_id)
+    );
+    let request_id = header("x-ms-request-id").expect("x-ms-request-id");
+    assert_ne!(request_id, client_id);
+
+    // Errors carry the headers too; without a client id the correlation id is the request id.
+    let error = server.get(&format!("{CREATED_PATH}x"));
+    assert_eq!(error.status, 404);
+    let request_id = error
+        .headers
+        .get("x-ms-request-id")
+        .expect("x-ms-request-id");
+    assert_eq!(
+        error.headers.get("x-ms-correlation-request-id"),
+        Some(request_id)
+    );
+    assert_eq!(error.headers.get("x-ms-client-request-id"), None);
+}
+
+#[test]
+fn query_names_in_any_case() {
+    let (_dir, server) = start_with_cluster();
+    let url = server.raw_url(&format!("{CREATED_PATH}?API-Version=2026-08-01"));
+    assert_eq!(server.get_url(&url).status, 200);
+}

@@ -18,8 +18,12 @@ pub const POOL_TYPE: &str = "Microsoft.ContainerService/managedClusters/agentPoo
 
 /// Top-level fields of a cluster that a client cannot set; ignored in request bodies.
 const READ_ONLY_TOP_LEVEL: [&str; 5] = ["id", "name", "type", "eTag", "systemData"];
-/// Fields inside a pool's properties that a client cannot set.
-const READ_ONLY_POOL_PROPERTIES: [&str; 2] = ["eTag", "provisioningState"];
+/// Fields inside a cluster's properties that a client cannot set; the cluster's eTag is a
+/// top-level field, so a `properties.eTag` could only be mistaken for it.
+const READ_ONLY_CLUSTER_PROPERTIES: [&str; 2] = ["eTag", "provisioningState"];
+/// Fields inside a pool's properties that a client cannot set. `name` is the pool's
+/// `agentPoolProfiles` entry name, which comes from the pool's key.
+const READ_ONLY_POOL_PROPERTIES: [&str; 3] = ["eTag", "provisioningState", "name"];
 
 /// Parses a request body that must be a JSON object.
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
@@ -53,7 +57,9 @@ pub fn cluster_input(mut body: Map<String, Value>) -> Result<ClusterInput, ApiEr
         Some(tags) => Some(validate_tags(tags)?.to_string()),
     };
     let mut properties = object_or_empty(body.shift_remove("properties"), "properties")?;
-    properties.shift_remove("provisioningState");
+    for field in READ_ONLY_CLUSTER_PROPERTIES {
+        properties.shift_remove(field);
+    }
     let pools = match properties.shift_remove("agentPoolProfiles") {
         None | Some(Value::Null) => Vec::new(),
         Some(profiles) => pool_profiles(profiles)?
@@ -102,7 +108,9 @@ pub fn validate_cluster_patch(
     match patch.get_mut("properties") {
         None | Some(Value::Null) => {}
         Some(Value::Object(properties)) => {
-            properties.shift_remove("provisioningState");
+            for field in READ_ONLY_CLUSTER_PROPERTIES {
+                properties.shift_remove(field);
+            }
             if let Some(profiles) = properties.get("agentPoolProfiles")
                 && !profiles.is_null()
             {
@@ -254,7 +262,9 @@ pub fn cluster_resource(view: &ClusterView) -> Value {
         .map(|pool| {
             let mut profile = Map::new();
             profile.insert("name".into(), pool.name.clone().into());
-            profile.extend(pool_properties(pool));
+            // The name comes from the pool's key, never from a stored property.
+            let properties = pool_properties(pool).into_iter();
+            profile.extend(properties.filter(|(key, _)| key != "name"));
             Value::Object(profile)
         })
         .collect();
@@ -433,6 +443,7 @@ mod tests {
             "sku": {"name": "Base"},
             "properties": {
                 "provisioningState": "Failed",
+                "eTag": "e",
                 "kubernetesVersion": "1.33",
                 "agentPoolProfiles": [{"name": "np1", "count": 3, "eTag": "old"}]
             }
@@ -472,6 +483,20 @@ mod tests {
         let mut target = json!({"a": 1, "b": 2, "c": 3});
         merge(&mut target, &json!({"a": null}));
         assert_eq!(target.to_string(), r#"{"b":2,"c":3}"#);
+    }
+
+    #[test]
+    fn pool_input_strips_read_only_fields() {
+        let body = json!({
+            "name": "other", "id": "x",
+            "properties": {"name": "other", "count": 2, "eTag": "e", "provisioningState": "Failed"}
+        });
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
+        let input = pool_input("np1", body).unwrap();
+        assert_eq!(input.name, "np1");
+        assert_eq!(input.properties, r#"{"count":2}"#);
     }
 
     #[test]

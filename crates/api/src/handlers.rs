@@ -338,6 +338,8 @@ fn list_response(
     headers: &HeaderMap,
 ) -> Response {
     let next_link = continuation.map(|token| {
+        // TODO: the link is `http://` plus the Host header, so it is wrong behind a proxy that
+        // terminates TLS, and lacks the port for an HTTP/1.0 request without Host.
         let host = headers
             .get(header::HOST)
             .and_then(|host| host.to_str().ok())

@@ -10,7 +10,9 @@
 //! - a pool record exists only while its cluster record exists;
 //! - every record's eTag is a fresh UUID v4, and a cluster write gives the cluster and all of
 //!   its pools new eTags in the same transaction;
-//! - the global revision in the metadata table is at least every record's revision.
+//! - the global revision in the metadata table is at least every record's revision;
+//! - at most one long-running operation runs per cluster, and it is stored in the same
+//!   transaction as the write that started it (see [`Operation`]).
 
 mod apply;
 pub mod codec;
@@ -19,6 +21,7 @@ pub mod failpoints;
 pub mod faults;
 mod model;
 mod open;
+mod operation;
 mod read;
 mod scratch;
 pub mod tables;
@@ -37,9 +40,14 @@ pub use akstore_migrations::{CURRENT_SCHEMA_VERSION, MigrationReport, Step, Step
 pub use error::{OpenError, ReadError, WriteError};
 pub use model::{
     Applied, Cluster, ClusterInput, ClusterKey, ClusterPatch, ClusterScope, ClusterView, EntityTag,
-    Pool, PoolInput, PoolKey, PoolPatch, PoolView, Precondition, WriteOutcome, WriteRequest,
+    Pool, PoolInput, PoolKey, PoolPatch, PoolView, Precondition, SettleSummary, WriteOutcome,
+    WriteRequest,
 };
 pub use open::{FileSchema, OpenOptions, inspect_schema, migrate_file};
+pub use operation::{
+    Operation, OperationKind, OperationStatus, OperationTarget, ProvisioningState,
+    normalize_location,
+};
 pub use read::{Page, PoolLookup};
 pub use writer::{Completion, WriterStats};
 

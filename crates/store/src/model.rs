@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::operation::{Operation, OperationTarget, ProvisioningState};
+
 /// Separator between the parts of a storage key. No valid name contains it.
 pub(crate) const KEY_SEPARATOR: char = '/';
 
@@ -51,6 +53,8 @@ pub struct Pool {
 pub struct ClusterView {
     pub cluster: Cluster,
     pub pools: Vec<Pool>,
+    /// The operation running on the cluster or one of its pools, if any.
+    pub operation: Option<Operation>,
 }
 
 /// A pool together with the cluster it belongs to, whose names build the pool's resource id.
@@ -58,6 +62,39 @@ pub struct ClusterView {
 pub struct PoolView {
     pub cluster: Cluster,
     pub pool: Pool,
+    /// The operation running on the cluster or one of its pools, if any.
+    pub operation: Option<Operation>,
+}
+
+impl ClusterView {
+    /// The cluster's `provisioningState`: that of a running cluster operation, else
+    /// `Succeeded`. A pool operation leaves the cluster `Succeeded`.
+    pub fn cluster_state(&self) -> ProvisioningState {
+        match &self.operation {
+            Some(op) if op.target == OperationTarget::Cluster => op.provisioning_state(),
+            _ => ProvisioningState::Succeeded,
+        }
+    }
+
+    /// The `provisioningState` of one of the cluster's pools.
+    pub fn pool_state(&self, pool: &Pool) -> ProvisioningState {
+        pool_state(self.operation.as_ref(), pool)
+    }
+}
+
+impl PoolView {
+    /// The pool's `provisioningState`: that of a running operation on the pool or on its
+    /// cluster, else `Succeeded`.
+    pub fn pool_state(&self) -> ProvisioningState {
+        pool_state(self.operation.as_ref(), &self.pool)
+    }
+}
+
+fn pool_state(operation: Option<&Operation>, pool: &Pool) -> ProvisioningState {
+    match operation {
+        Some(op) if op.covers_pool(&pool.name) => op.provisioning_state(),
+        _ => ProvisioningState::Succeeded,
+    }
 }
 
 /// Address of a cluster, in the casing of the request that names it.
@@ -167,14 +204,23 @@ pub enum Precondition {
     IfNoneMatchAny,
 }
 
-/// What a write did. Every variant but `Created`, `Updated` and `Deleted` wrote nothing.
+/// What a write did. Every variant but `Created`, `Updated`, `Deleted` and `DeleteAccepted`
+/// wrote nothing.
 #[derive(Debug)]
 pub enum WriteOutcome<T> {
+    /// The resource was created; as a long-running write, the view holds the new operation.
     Created(T),
+    /// The resource was replaced; as a long-running write, the view holds the new operation.
     Updated(T),
     Deleted,
+    /// A long-running delete started: the resource reads as `Deleting` until the operation's
+    /// deadline, when it is gone.
+    DeleteAccepted(Operation),
     /// A DELETE found no resource to remove (for a pool, possibly no cluster either).
     Absent,
+    /// An operation runs on the resource's cluster, so the write was rejected. Carries the
+    /// running operation.
+    Conflict(Operation),
     /// The resource does not exist: a PATCH, or a PUT that may not create it.
     NotFound,
     /// The parent cluster of a pool does not exist.
@@ -244,6 +290,16 @@ pub enum WriteRequest {
         key: PoolKey,
         precondition: Precondition,
     },
+    /// Applies `request` as a long-running operation that finishes `duration_ms` after its
+    /// acceptance. The write's effect and eTag rotation happen at acceptance, except a delete's,
+    /// which happens when the operation finishes. `request` is one of the variants above.
+    LongRunning {
+        request: Box<WriteRequest>,
+        duration_ms: u64,
+    },
+    /// Finishes every operation whose deadline has passed, applying pending deletes, and,
+    /// with `prune_ended_before_ms`, removes the records of operations that ended before then.
+    SettleOperations { prune_ended_before_ms: Option<u64> },
 }
 
 /// What a write request did, by resource kind.
@@ -251,6 +307,17 @@ pub enum WriteRequest {
 pub enum Applied {
     Cluster(WriteOutcome<ClusterView>),
     Pool(WriteOutcome<PoolView>),
+    /// What [`WriteRequest::SettleOperations`] did.
+    Settled(SettleSummary),
+}
+
+/// Counts of what [`WriteRequest::SettleOperations`] changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SettleSummary {
+    /// Operations that finished, pending deletes among them.
+    pub finished: usize,
+    /// Records of finished operations removed.
+    pub pruned: usize,
 }
 
 impl WriteRequest {
@@ -268,6 +335,7 @@ impl WriteRequest {
                         .sum::<usize>()
             }
             WriteRequest::PutPool { input, .. } => input.properties.len(),
+            WriteRequest::LongRunning { request, .. } => request.approximate_size(),
             // A patch's size is only known once it is merged; count it as one small record.
             _ => 1024,
         }

@@ -19,7 +19,10 @@ pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("cluster
 pub const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
 /// Exactly-once retry records by client request id (`x-ms-client-request-id`). Schema 2 on.
 pub const REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("requests");
-/// Long-running operation records by operation id. Schema 2 on.
+/// Long-running operations, schema 2 on, under two kinds of key: [`operation_key`] holds every
+/// operation record, running or finished; [`running_key`] holds a copy of the record of the
+/// operation running on a cluster, so reads and writes of that cluster find it with one
+/// lookup.
 pub const OPERATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("operations");
 
 /// Every table of the current schema besides [`META`], all of which a new database gets.
@@ -27,6 +30,21 @@ pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 4] =
     [CLUSTERS, POOLS, REQUESTS, OPERATIONS];
 /// Metadata key of the global revision: the revision of the last applied write.
 pub const REVISION_KEY: &str = "revision";
+
+/// Prefix of the operation records' keys in [`OPERATIONS`].
+pub const OPERATION_PREFIX: &str = "operation/";
+/// Prefix of the running-operation keys in [`OPERATIONS`].
+pub const RUNNING_PREFIX: &str = "running/";
+
+/// Key of an operation's record in [`OPERATIONS`].
+pub fn operation_key(id: &uuid::Uuid) -> String {
+    format!("{OPERATION_PREFIX}{}", id.hyphenated())
+}
+
+/// Key of the operation running on the cluster with storage key `cluster_key`.
+pub fn running_key(cluster_key: &str) -> String {
+    format!("{RUNNING_PREFIX}{cluster_key}")
+}
 
 /// Bounds of the keys that start with `prefix`, which must end in `/`, strictly after `after`
 /// when it is given.

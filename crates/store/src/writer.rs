@@ -212,6 +212,9 @@ fn apply_and_commit(
                 .open_table(tables::CLUSTERS)
                 .map_err(|e| not_applied(&e))?,
             pools: txn.open_table(tables::POOLS).map_err(|e| not_applied(&e))?,
+            operations: txn
+                .open_table(tables::OPERATIONS)
+                .map_err(|e| not_applied(&e))?,
             revision,
             now_ms: now_ms(),
         };
@@ -239,7 +242,7 @@ fn apply_and_commit(
 }
 
 /// Milliseconds since the Unix epoch; 0 if the clock is set before 1970.
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use akstore_api::{ApiConfig, DEFAULT_PAGE_SIZE, MAX_BODY_BYTES, Profile};
 use akstore_store::Store;
@@ -24,6 +25,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AKSTORE_PROFILE", value_enum, default_value_t = ProfileArg::Documented)]
     profile: ProfileArg,
 
+    /// How long each write runs as an emulated long-running operation, as a duration such as
+    /// `2s` or `500ms`; `arm` profile only. With 0 every write finishes at once.
+    #[arg(long, env = "AKSTORE_PROVISIONING_DELAY", default_value = "0s",
+          value_parser = humantime::parse_duration)]
+    provisioning_delay: Duration,
+
     /// Most items in one list page (count); clients follow nextLink for the rest.
     #[arg(long, env = "AKSTORE_PAGE_SIZE", default_value_t = DEFAULT_PAGE_SIZE as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -38,6 +45,13 @@ enum ProfileArg {
 
 /// Runs the server to completion.
 pub fn run(args: ServeArgs) -> Result<(), String> {
+    if matches!(args.profile, ProfileArg::Documented) && !args.provisioning_delay.is_zero() {
+        return Err(
+            "--provisioning-delay emulates long-running operations, which only the arm \
+             profile has; add --profile arm, or set the delay to 0"
+                .into(),
+        );
+    }
     let store = Store::open(&args.data).map_err(|error| error.to_string())?;
     let store = Arc::new(store);
     let config = ApiConfig {
@@ -45,6 +59,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             ProfileArg::Documented => Profile::Documented,
             ProfileArg::Arm => Profile::Arm,
         },
+        provisioning_delay: args.provisioning_delay,
         page_size: args.page_size as usize,
         max_body_bytes: MAX_BODY_BYTES,
     };
@@ -78,14 +93,19 @@ async fn serve(
         addr = %address,
         data = %data.display(),
         profile = ?config.profile,
+        provisioning_delay = %humantime::format_duration(config.provisioning_delay),
         "listening"
     );
 
+    // Settles operations left by an earlier run too, whatever the configuration now.
+    let settler = akstore_api::spawn_settler(Arc::clone(&store));
     let app = akstore_api::router(store, config);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(|error| format!("server failed: {error}"))
+        .map_err(|error| format!("server failed: {error}"));
+    settler.abort();
+    served
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

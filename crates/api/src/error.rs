@@ -51,6 +51,15 @@ pub enum ApiError {
         header: &'static str,
         value: String,
     },
+    /// A long-running operation runs on the cluster the write targets.
+    OperationNotAllowed {
+        /// Wording of the running operation, such as "delete managed cluster".
+        running: String,
+        cluster: String,
+        operation_id: String,
+        retry_after_secs: u64,
+    },
+    OperationNotFound(String),
     /// A storage failure where nothing was written.
     NotApplied {
         write: bool,
@@ -197,6 +206,28 @@ impl ApiError {
                      resource. GET the resource to read its current eTag, then retry with it."
                 ),
             ),
+            OperationNotAllowed {
+                running,
+                cluster,
+                operation_id,
+                retry_after_secs,
+            } => (
+                StatusCode::CONFLICT,
+                "OperationNotAllowed",
+                format!(
+                    "Operation is not allowed because another operation is in progress: the \
+                     {running} operation {operation_id} on the managed cluster '{cluster}'. It \
+                     finishes in about {retry_after_secs} s; retry after it has finished."
+                ),
+            ),
+            OperationNotFound(id) => (
+                StatusCode::NOT_FOUND,
+                "OperationNotFound",
+                format!(
+                    "The operation '{id}' was not found in this subscription and location. \
+                     Operation records are kept for a limited time after they finish."
+                ),
+            ),
             NotApplied { write: true } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "StorageUnavailable",
@@ -238,10 +269,17 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match self {
+            ApiError::OperationNotAllowed {
+                retry_after_secs, ..
+            } => Some(HeaderValue::from(retry_after_secs)),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(HeaderValue::from_static("1")),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, retry_after);
         }
         response
     }

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::conditions::{self, ReadConditions};
 use crate::error::ApiError;
+use crate::operations::{self, PollingBase};
 use crate::route::{self, Route};
 use crate::{AppState, body, json, paging};
 
@@ -52,6 +53,7 @@ async fn handle(
     let route = route::parse(uri.path())?;
     tracing::Span::current().record("route", route.template());
     let query = Query::parse(uri.query())?;
+    let base = PollingBase::new(headers, &query.api_version);
 
     match (route, method.clone()) {
         (Route::Cluster(key), Method::GET | Method::HEAD) => get_cluster(state, key, headers).await,
@@ -64,7 +66,7 @@ async fn handle(
                 precondition,
                 input,
             };
-            cluster_write(state, request, headers).await
+            cluster_write(state, request, headers, &base).await
         }
         (Route::Cluster(key), Method::PATCH) => {
             let precondition = conditions::parse_write(headers)?;
@@ -75,12 +77,12 @@ async fn handle(
                 precondition,
                 patch: Box::new(move |view| json::merge_cluster_patch(view, patch)),
             };
-            cluster_write(state, request, headers).await
+            cluster_write(state, request, headers, &base).await
         }
         (Route::Cluster(key), Method::DELETE) => {
             let precondition = conditions::parse_write(headers)?;
             let request = WriteRequest::DeleteCluster { key, precondition };
-            cluster_write(state, request, headers).await
+            cluster_write(state, request, headers, &base).await
         }
         (Route::Pool(key), Method::GET | Method::HEAD) => get_pool(state, key, headers).await,
         (Route::Pool(key), Method::PUT) => {
@@ -96,7 +98,7 @@ async fn handle(
                 input,
                 may_create,
             };
-            pool_write(state, request, headers).await
+            pool_write(state, request, headers, &base).await
         }
         (Route::Pool(key), Method::PATCH) => {
             let precondition = conditions::parse_write(headers)?;
@@ -107,18 +109,24 @@ async fn handle(
                 precondition,
                 patch: Box::new(move |view| Ok(json::merge_pool_patch(view, &patch))),
             };
-            pool_write(state, request, headers).await
+            pool_write(state, request, headers, &base).await
         }
         (Route::Pool(key), Method::DELETE) => {
             let precondition = conditions::parse_write(headers)?;
             let request = WriteRequest::DeletePool { key, precondition };
-            pool_write(state, request, headers).await
+            pool_write(state, request, headers, &base).await
         }
         (Route::ClusterList(scope), Method::GET | Method::HEAD) => {
             list_clusters(state, scope, &query, uri, headers).await
         }
         (Route::PoolList(key), Method::GET | Method::HEAD) => {
             list_pools(state, key, &query, uri, headers).await
+        }
+        (Route::OperationStatus(address), Method::GET | Method::HEAD) => {
+            operations::status(state, address).await
+        }
+        (Route::OperationResult(address), Method::GET | Method::HEAD) => {
+            operations::result(state, address, &base).await
         }
         (route, method) => Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
@@ -200,6 +208,7 @@ async fn cluster_write(
     state: &AppState,
     request: WriteRequest,
     headers: &HeaderMap,
+    base: &PollingBase,
 ) -> Result<Response, ApiError> {
     let name = match &request {
         WriteRequest::PutCluster { key, .. }
@@ -211,12 +220,18 @@ async fn cluster_write(
         unreachable!("a cluster request yields a cluster outcome");
     };
     let respond = |status, view: ClusterView| {
-        resource_response(status, &view.cluster.etag, json::cluster_resource(&view))
+        let mut response =
+            resource_response(status, &view.cluster.etag, json::cluster_resource(&view));
+        if let Some(operation) = &view.operation {
+            operations::insert_polling_headers(&mut response, base, operation);
+        }
+        response
     };
     outcome_response(
         outcome,
         state.config.profile.deleted_status(),
         headers,
+        base,
         respond,
         || ApiError::ResourceNotFound {
             kind: "managed cluster",
@@ -229,6 +244,7 @@ async fn pool_write(
     state: &AppState,
     request: WriteRequest,
     headers: &HeaderMap,
+    base: &PollingBase,
 ) -> Result<Response, ApiError> {
     let (key, is_put) = match &request {
         WriteRequest::PutPool { key, .. } => (key.clone(), true),
@@ -256,12 +272,17 @@ async fn pool_write(
         _ => {}
     }
     let respond = |status, view: PoolView| {
-        resource_response(status, &view.pool.etag, json::pool_resource(&view))
+        let mut response = resource_response(status, &view.pool.etag, json::pool_resource(&view));
+        if let Some(operation) = &view.operation {
+            operations::insert_polling_headers(&mut response, base, operation);
+        }
+        response
     };
     outcome_response(
         outcome,
         state.config.profile.deleted_status(),
         headers,
+        base,
         respond,
         || ApiError::ResourceNotFound {
             kind: "agent pool",
@@ -275,6 +296,7 @@ fn outcome_response<T>(
     outcome: WriteOutcome<T>,
     deleted: StatusCode,
     headers: &HeaderMap,
+    base: &PollingBase,
     respond: impl Fn(StatusCode, T) -> Response,
     not_found: impl Fn() -> ApiError,
 ) -> Result<Response, ApiError> {
@@ -282,7 +304,11 @@ fn outcome_response<T>(
         WriteOutcome::Created(view) => Ok(respond(StatusCode::CREATED, view)),
         WriteOutcome::Updated(view) => Ok(respond(StatusCode::OK, view)),
         WriteOutcome::Deleted => Ok(deleted.into_response()),
+        WriteOutcome::DeleteAccepted(operation) => {
+            Ok(operations::accepted_delete(base, &operation))
+        }
         WriteOutcome::Absent => Ok(StatusCode::NO_CONTENT.into_response()),
+        WriteOutcome::Conflict(running) => Err(operations::conflict(&running)),
         WriteOutcome::NotFound => Err(not_found()),
         WriteOutcome::ParentNotFound => Err(not_found()),
         WriteOutcome::PreconditionFailed => {
@@ -338,25 +364,32 @@ fn list_response(
     headers: &HeaderMap,
 ) -> Response {
     let next_link = continuation.map(|token| {
-        // TODO: the link is `http://` plus the Host header, so it is wrong behind a proxy that
-        // terminates TLS, and lacks the port for an HTTP/1.0 request without Host.
-        let host = headers
-            .get(header::HOST)
-            .and_then(|host| host.to_str().ok())
-            .unwrap_or("127.0.0.1");
         let mut serializer = form_urlencoded::Serializer::new(String::new());
         serializer.append_pair("api-version", &query.api_version);
         serializer.append_pair("$skipToken", &paging::encode_skip_token(&token));
         if let Some(top) = query.top {
             serializer.append_pair("$top", &top.to_string());
         }
-        format!("http://{host}{}?{}", uri.path(), serializer.finish())
+        format!(
+            "{}{}?{}",
+            operations::base_url(headers),
+            uri.path(),
+            serializer.finish()
+        )
     });
     axum::Json(serde_json::json!({ "value": items, "nextLink": next_link })).into_response()
 }
 
-/// Sends a write to the store's writer and waits for its durable outcome.
+/// Sends a write to the store's writer, as a long-running operation when the configuration
+/// emulates them, and waits for its durable outcome.
 async fn write(state: &AppState, request: WriteRequest) -> Result<Applied, ApiError> {
+    let request = match state.config.operation_duration_ms() {
+        Some(duration_ms) => WriteRequest::LongRunning {
+            request: Box::new(request),
+            duration_ms,
+        },
+        None => request,
+    };
     let (sender, receiver) = oneshot::channel();
     state.store.submit(
         request,
@@ -383,7 +416,7 @@ async fn write(state: &AppState, request: WriteRequest) -> Result<Applied, ApiEr
 }
 
 /// Runs a read on a blocking thread, off the async executor.
-async fn read<T, F>(state: &AppState, read: F) -> Result<T, ApiError>
+pub(crate) async fn read<T, F>(state: &AppState, read: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Store) -> Result<T, ReadError> + Send + 'static,

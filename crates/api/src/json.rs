@@ -7,7 +7,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, UNIX_EPOCH};
 
-use akstore_store::{Cluster, ClusterInput, ClusterView, Pool, PoolInput, PoolView};
+use akstore_store::{
+    Cluster, ClusterInput, ClusterView, Pool, PoolInput, PoolView, ProvisioningState,
+};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -255,7 +257,10 @@ pub fn cluster_resource(view: &ClusterView) -> Value {
     }
 
     let mut properties = parse_stored(&cluster.properties);
-    properties.insert("provisioningState".into(), "Succeeded".into());
+    properties.insert(
+        "provisioningState".into(),
+        state_name(view.cluster_state()).into(),
+    );
     let profiles = view
         .pools
         .iter()
@@ -263,7 +268,7 @@ pub fn cluster_resource(view: &ClusterView) -> Value {
             let mut profile = Map::new();
             profile.insert("name".into(), pool.name.clone().into());
             // The name comes from the pool's key, never from a stored property.
-            let properties = pool_properties(pool).into_iter();
+            let properties = pool_properties(pool, view.pool_state(pool)).into_iter();
             profile.extend(properties.filter(|(key, _)| key != "name"));
             Value::Object(profile)
         })
@@ -287,7 +292,10 @@ pub fn pool_resource(view: &PoolView) -> Value {
     );
     resource.insert("name".into(), pool.name.clone().into());
     resource.insert("type".into(), POOL_TYPE.into());
-    resource.insert("properties".into(), Value::Object(pool_properties(pool)));
+    resource.insert(
+        "properties".into(),
+        Value::Object(pool_properties(pool, view.pool_state())),
+    );
     resource.insert(
         "systemData".into(),
         system_data(pool.created_ms, pool.changed_ms),
@@ -297,11 +305,26 @@ pub fn pool_resource(view: &PoolView) -> Value {
 
 /// A pool's properties as clients read them: the stored ones plus `eTag` and
 /// `provisioningState`.
-fn pool_properties(pool: &Pool) -> Map<String, Value> {
+fn pool_properties(pool: &Pool, state: ProvisioningState) -> Map<String, Value> {
     let mut properties = parse_stored(&pool.properties);
     properties.insert("eTag".into(), pool.etag.to_string().into());
-    properties.insert("provisioningState".into(), "Succeeded".into());
+    properties.insert("provisioningState".into(), state_name(state).into());
     properties
+}
+
+/// The wire name of a `provisioningState`.
+fn state_name(state: ProvisioningState) -> &'static str {
+    match state {
+        ProvisioningState::Succeeded => "Succeeded",
+        ProvisioningState::Creating => "Creating",
+        ProvisioningState::Updating => "Updating",
+        ProvisioningState::Deleting => "Deleting",
+    }
+}
+
+/// A time in milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds.
+pub fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// The writable part of a cluster, the document a PATCH merges into.
@@ -319,12 +342,9 @@ fn writable_cluster(cluster: &Cluster) -> Value {
 }
 
 fn system_data(created_ms: u64, changed_ms: u64) -> Value {
-    let format = |ms: u64| {
-        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-    };
     serde_json::json!({
-        "createdAt": format(created_ms),
-        "lastModifiedAt": format(changed_ms),
+        "createdAt": rfc3339_ms(created_ms),
+        "lastModifiedAt": rfc3339_ms(changed_ms),
     })
 }
 

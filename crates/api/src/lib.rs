@@ -10,11 +10,12 @@ mod conditions;
 mod error;
 mod handlers;
 mod json;
+mod operations;
 mod paging;
 mod route;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use akstore_store::Store;
 use axum::Router;
@@ -28,6 +29,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use uuid::Uuid;
 
 pub use error::ApiError;
+pub use operations::{OPERATION_RETENTION, spawn_settler};
 
 /// Largest request body accepted, in bytes. Generous for a cluster with hundreds of pools,
 /// while a client cannot make the server buffer an unbounded body.
@@ -43,7 +45,8 @@ pub enum Profile {
     /// The AKS ETag documentation's table: DELETE of an existing resource answers 200.
     #[default]
     Documented,
-    /// What the live service sends and the official SDKs accept: DELETE answers 202.
+    /// What the live service sends and the official SDKs accept: DELETE answers 202, and writes
+    /// may run as long-running operations (see [`ApiConfig::provisioning_delay`]).
     Arm,
 }
 
@@ -61,16 +64,29 @@ impl Profile {
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     pub profile: Profile,
+    /// How long an emulated long-running operation runs, in the `arm` profile. Zero answers
+    /// every write at once with `provisioningState: Succeeded` and no polling headers.
+    pub provisioning_delay: Duration,
     /// Most items in one list page.
     pub page_size: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
 }
 
+impl ApiConfig {
+    /// Length of the long-running operation that each write starts, in milliseconds, or `None`
+    /// when writes finish at once: in the `documented` profile, or with a zero delay.
+    pub fn operation_duration_ms(&self) -> Option<u64> {
+        let emulated = self.profile == Profile::Arm && !self.provisioning_delay.is_zero();
+        emulated.then(|| u64::try_from(self.provisioning_delay.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             profile: Profile::default(),
+            provisioning_delay: Duration::ZERO,
             page_size: DEFAULT_PAGE_SIZE,
             max_body_bytes: MAX_BODY_BYTES,
         }

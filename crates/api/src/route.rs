@@ -19,6 +19,9 @@ const MAX_POOL_NAME_CHARS: usize = 12;
 const PROVIDER: &str = "Microsoft.ContainerService";
 const CLUSTERS: &str = "managedClusters";
 const POOLS: &str = "agentPools";
+const LOCATIONS: &str = "locations";
+const OPERATIONS: &str = "operations";
+const OPERATION_RESULTS: &str = "operationresults";
 
 /// A parsed ARM path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +30,19 @@ pub enum Route {
     Cluster(ClusterKey),
     PoolList(ClusterKey),
     Pool(PoolKey),
+    /// The status of a long-running operation, the URL of `Azure-AsyncOperation`.
+    OperationStatus(OperationAddress),
+    /// The result of a long-running operation, the URL of `Location`.
+    OperationResult(OperationAddress),
+}
+
+/// Where a long-running operation's URLs point: the operation id is not validated here, so an
+/// unknown or malformed id is answered as not found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperationAddress {
+    pub subscription: String,
+    pub location: String,
+    pub id: String,
 }
 
 impl Route {
@@ -36,6 +52,7 @@ impl Route {
         match self {
             Route::ClusterList(_) | Route::PoolList(_) => "GET, HEAD",
             Route::Cluster(_) | Route::Pool(_) => "GET, HEAD, PUT, PATCH, DELETE",
+            Route::OperationStatus(_) | Route::OperationResult(_) => "GET, HEAD",
         }
     }
 
@@ -56,6 +73,12 @@ impl Route {
             }
             Route::Pool(_) => {
                 "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ContainerService/managedClusters/{resourceName}/agentPools/{agentPoolName}"
+            }
+            Route::OperationStatus(_) => {
+                "/subscriptions/{subscriptionId}/providers/Microsoft.ContainerService/locations/{location}/operations/{operationId}"
+            }
+            Route::OperationResult(_) => {
+                "/subscriptions/{subscriptionId}/providers/Microsoft.ContainerService/locations/{location}/operationresults/{operationId}"
             }
         }
     }
@@ -84,6 +107,29 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
     // /subscriptions/{sub}/providers/Microsoft.ContainerService/managedClusters
     if segments.len() == 5 && fixed(2, "providers") && fixed(3, PROVIDER) && fixed(4, CLUSTERS) {
         return Ok(Route::ClusterList(ClusterScope::Subscription(subscription)));
+    }
+
+    // /subscriptions/{sub}/providers/Microsoft.ContainerService/locations/{location}/
+    // operations/{id} or .../operationresults/{id}
+    if segments.len() == 8
+        && fixed(2, "providers")
+        && fixed(3, PROVIDER)
+        && fixed(4, LOCATIONS)
+        && !segments[5].is_empty()
+        && !segments[7].is_empty()
+    {
+        let address = OperationAddress {
+            subscription,
+            location: segments[5].clone(),
+            id: segments[7].clone(),
+        };
+        if fixed(6, OPERATIONS) {
+            return Ok(Route::OperationStatus(address));
+        }
+        if fixed(6, OPERATION_RESULTS) {
+            return Ok(Route::OperationResult(address));
+        }
+        return Err(unknown());
     }
 
     if !(segments.len() >= 7
@@ -258,6 +304,23 @@ mod tests {
     }
 
     #[test]
+    fn operation_paths_parse_in_any_case() {
+        let status = format!(
+            "/subscriptions/{SUB}/providers/microsoft.containerservice/LOCATIONS/westeurope/Operations/abc"
+        );
+        let Route::OperationStatus(address) = parse(&status).unwrap() else {
+            panic!("not an operation status route");
+        };
+        assert_eq!(address.location, "westeurope");
+        assert_eq!(address.id, "abc");
+
+        let result = format!(
+            "/subscriptions/{SUB}/providers/Microsoft.ContainerService/locations/eastus/operationResults/abc"
+        );
+        assert!(matches!(parse(&result), Ok(Route::OperationResult(_))));
+    }
+
+    #[test]
     fn unknown_paths_are_rejected() {
         for path in [
             "/",
@@ -265,6 +328,12 @@ mod tests {
             &format!("/subscriptions/{SUB}/resourceGroups/rg"),
             &format!(
                 "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm"
+            ),
+            &format!(
+                "/subscriptions/{SUB}/providers/Microsoft.ContainerService/locations/eastus/jobs/abc"
+            ),
+            &format!(
+                "/subscriptions/{SUB}/providers/Microsoft.ContainerService/locations//operations/abc"
             ),
         ] {
             assert!(

@@ -312,7 +312,7 @@ fn pool_properties(pool: &Pool, state: ProvisioningState) -> Map<String, Value> 
     properties
 }
 
-/// The wire name of a `provisioningState`.
+/// Returns the wire name of a `provisioningState`.
 fn state_name(state: ProvisioningState) -> &'static str {
     match state {
         ProvisioningState::Succeeded => "Succeeded",
@@ -322,7 +322,7 @@ fn state_name(state: ProvisioningState) -> &'static str {
     }
 }
 
-/// A time in milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds.
+/// Formats a time in milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds.
 pub fn rfc3339_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }

@@ -45,7 +45,7 @@ pub enum Profile {
     /// The AKS ETag documentation's table: DELETE of an existing resource answers 200.
     #[default]
     Documented,
-    /// What the live service sends and the official SDKs accept: DELETE answers 202, and writes
+    /// What the live service sends and the official SDKs accept: DELETE returns 202, and writes
     /// may run as long-running operations (see [`ApiConfig::provisioning_delay`]).
     Arm,
 }

@@ -4,9 +4,9 @@
 //!
 //! An accepted write points its client at two URLs under
 //! `/subscriptions/{sub}/providers/Microsoft.ContainerService/locations/{location}/`:
-//! `operations/{id}` (the `Azure-AsyncOperation` header), which answers 200 with the
+//! `operations/{id}` (the `Azure-AsyncOperation` header), which returns 200 with the
 //! operation's status, and `operationresults/{id}` (the `Location` header of a DELETE), which
-//! answers 202 while the operation runs and 204 once it has finished. Both are absolute URLs
+//! returns 202 while the operation runs and 204 once it has finished. Both are absolute URLs
 //! on the host the client addressed, carrying the request's api-version.
 
 use std::sync::Arc;
@@ -105,7 +105,7 @@ pub fn insert_polling_headers(response: &mut Response, base: &PollingBase, opera
     headers.insert(header::RETRY_AFTER, retry_after(operation));
 }
 
-/// The 202 answer to a DELETE that started `operation`, with `Location`,
+/// Builds the 202 response to a DELETE that started `operation`, with `Location`,
 /// `Azure-AsyncOperation` and `Retry-After`.
 pub fn accepted_delete(base: &PollingBase, operation: &Operation) -> Response {
     let mut response = StatusCode::ACCEPTED.into_response();
@@ -116,7 +116,7 @@ pub fn accepted_delete(base: &PollingBase, operation: &Operation) -> Response {
     response
 }
 
-/// The error for a write rejected because `running` runs on its cluster.
+/// Builds the error for a write rejected because `running` runs on its cluster.
 pub fn conflict(running: &Operation) -> ApiError {
     ApiError::OperationNotAllowed {
         running: describe(running),
@@ -126,7 +126,7 @@ pub fn conflict(running: &Operation) -> ApiError {
     }
 }
 
-/// Answers `GET .../operations/{id}`: 200 with the operation's status.
+/// Handles `GET .../operations/{id}`: returns 200 with the operation's status.
 pub async fn status(state: &AppState, address: OperationAddress) -> Result<Response, ApiError> {
     let operation = find(state, address).await?;
     let body = serde_json::json!({
@@ -145,7 +145,8 @@ pub async fn status(state: &AppState, address: OperationAddress) -> Result<Respo
     Ok(response)
 }
 
-/// Answers `GET .../operationresults/{id}`: 202 while the operation runs, 204 once finished.
+/// Handles `GET .../operationresults/{id}`: returns 202 while the operation runs, 204 once
+/// it has finished.
 pub async fn result(
     state: &AppState,
     address: OperationAddress,
@@ -184,7 +185,7 @@ pub fn spawn_settler(store: Arc<Store>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// One round of settling: a read finds out whether anything is due, and only then a write
+/// Runs one round of settling. A read checks whether anything is due, and only then a write
 /// applies it, so an idle server commits nothing.
 fn settle_once(store: &Store, prune: bool) {
     let retention_ms = u64::try_from(OPERATION_RETENTION.as_millis()).unwrap_or(u64::MAX);
@@ -243,7 +244,7 @@ fn status_name(status: OperationStatus) -> &'static str {
     }
 }
 
-/// What an operation does, in the words of an error message: "create agent pool 'np1'".
+/// Describes an operation in the words of an error message: "create agent pool 'np1'".
 fn describe(operation: &Operation) -> String {
     let verb = match operation.kind {
         OperationKind::Create => "create",
@@ -304,6 +305,55 @@ mod tests {
             retry_after_secs(&operation(3_600_000), 0),
             MAX_RETRY_AFTER_SECS
         );
+    }
+
+    #[tokio::test]
+    async fn settler_removes_finished_deletes_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path().join("akstore.redb")).unwrap());
+        let key = akstore_store::ClusterKey {
+            subscription: "00000000-0000-0000-0000-000000000001".into(),
+            resource_group: "rg".into(),
+            name: "c1".into(),
+        };
+        let put = WriteRequest::PutCluster {
+            key: key.clone(),
+            precondition: akstore_store::Precondition::None,
+            input: akstore_store::ClusterInput {
+                location: "westeurope".into(),
+                tags: None,
+                properties: "{}".into(),
+                extra: "{}".into(),
+                pools: Vec::new(),
+            },
+        };
+        let delete = WriteRequest::LongRunning {
+            request: Box::new(WriteRequest::DeleteCluster {
+                key,
+                precondition: akstore_store::Precondition::None,
+            }),
+            duration_ms: 0,
+        };
+        let blocking_store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || {
+            blocking_store.write(put).unwrap();
+            blocking_store.write(delete).unwrap();
+        })
+        .await
+        .unwrap();
+        assert_eq!(store.counts().unwrap().clusters, 1);
+
+        let settler = spawn_settler(Arc::clone(&store));
+        let started = Instant::now();
+        while store.counts().unwrap().clusters != 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the settler did not remove the deleted cluster"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        settler.abort();
+        assert_eq!(store.operations_to_settle(None).unwrap(), 0);
     }
 
     #[test]

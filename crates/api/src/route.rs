@@ -36,8 +36,8 @@ pub enum Route {
     OperationResult(OperationAddress),
 }
 
-/// Where a long-running operation's URLs point: the operation id is not validated here, so an
-/// unknown or malformed id is answered as not found.
+/// Address in a long-running operation's URLs. The operation id is not validated here, so an
+/// unknown or malformed id gets a not-found error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OperationAddress {
     pub subscription: String,

@@ -8,9 +8,10 @@
 //! - a DELETE of a missing resource is a success that writes nothing, whatever its condition;
 //! - every applied write takes the next global revision, even when its body changes nothing;
 //! - a write first finishes the operation on its cluster if that operation's deadline has
-//!   passed; a write to a cluster, or to one of its pools, while an operation on that cluster
-//!   still runs is a conflict and writes nothing. The precondition is checked before the
-//!   conflict, so a stale eTag gets a failed precondition whether or not an operation runs;
+//!   passed;
+//! - a write to a cluster, or to one of its pools, while an operation on that cluster still
+//!   runs is a conflict and writes nothing. The precondition is checked first, so a stale
+//!   eTag gets a failed precondition whether or not an operation runs;
 //! - a long-running write rotates eTags and stores its operation in the same transaction as the
 //!   resource; a long-running delete removes the resource only when its operation finishes.
 //!
@@ -695,8 +696,8 @@ impl Batch<'_> {
         }
     }
 
-    /// The pools of the cluster with storage key `cluster_key`, by storage key, read with one
-    /// range scan.
+    /// Reads the pools of the cluster with storage key `cluster_key` with one range scan,
+    /// keyed by storage key.
     fn pools_of(&self, cluster_key: &str) -> Result<BTreeMap<String, Pool>, ApplyError> {
         let mut pools = BTreeMap::new();
         let prefix = format!("{cluster_key}{KEY_SEPARATOR}");

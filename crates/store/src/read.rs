@@ -36,7 +36,7 @@ pub enum PoolLookup {
     ClusterMissing,
 }
 
-/// What the operation stored as running on a cluster means for a read.
+/// Effect of the operation stored as running on a cluster, for a read.
 enum Pending {
     None,
     Running(Operation),
@@ -93,7 +93,7 @@ impl Store {
         })))
     }
 
-    /// Reads an operation by id, as it stands now.
+    /// Reads an operation by id, with its status at the time of the read.
     pub fn get_operation(&self, id: &Uuid) -> Result<Option<Operation>, ReadError> {
         let txn = self.database()?.begin_read()?;
         let Some(operations) = open_operations(&txn)? else {
@@ -133,7 +133,9 @@ impl Store {
             let records = tables::prefix_range(tables::OPERATION_PREFIX, None);
             for entry in operations.range(tables::as_str_bounds(&records))? {
                 let (key, bytes) = entry?;
-                let operation: Operation = decode(key.value(), bytes.value())?;
+                // A due operation counts as ended at its deadline, as settling records it
+                // before it prunes.
+                let operation = decode::<Operation>(key.value(), bytes.value())?.as_of(now_ms);
                 if operation
                     .ended_ms
                     .is_some_and(|ended_ms| ended_ms < before_ms)
@@ -300,7 +302,7 @@ fn read_cluster_view(
     }))
 }
 
-/// The operation stored as running on a cluster, as it stands at `now_ms`.
+/// Reads the operation stored as running on a cluster, with its status at `now_ms`.
 fn pending_operation(
     txn: &ReadTransaction,
     cluster_key: &str,

@@ -8,6 +8,10 @@ run *ARGS:
 test:
     cargo test --workspace --features failpoints
 
+# The Azure SDK compatibility suite (Python, in tests/sdk/.venv), as CI runs it.
+sdk *ARGS:
+    tests/sdk/run {{ARGS}}
+
 # Formatting and lints, as CI runs them.
 lint:
     cargo fmt --all --check

@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in its own module; this file only dispatches.
 
+mod migrate;
 mod serve;
 
 use std::io::IsTerminal;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Serve the ARM API over HTTP until Ctrl-C or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Migrate a database file to this binary's schema version without serving it.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// `--version` text: the binary's version and the schema version it reads and writes.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Migrate(args) => migrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,14 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use akstore_api::{ApiConfig, DEFAULT_PAGE_SIZE, MAX_BODY_BYTES, Profile};
-use akstore_store::Store;
-use clap::{Args, ValueEnum};
+use akstore_store::{OpenOptions, Store};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, ValueEnum};
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Database file; created with the current schema when it does not exist.
+    /// Database file; created with the current schema when it does not exist, and migrated
+    /// to it when its schema is older.
     #[arg(long, env = "AKSTORE_DATA", default_value = "akstore.redb")]
     data: PathBuf,
+
+    /// Reject a database of an older schema instead of migrating it on open; `akstore migrate`
+    /// migrates it separately.
+    #[arg(long, env = "AKSTORE_NO_MIGRATE", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    no_migrate: bool,
 
     /// Address and port to listen on. Non-loopback addresses expose the API to the network.
     #[arg(long, env = "AKSTORE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -52,7 +60,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 .into(),
         );
     }
-    let store = Store::open(&args.data).map_err(|error| error.to_string())?;
+    let options = OpenOptions {
+        migrate: !args.no_migrate,
+    };
+    let store = Store::open_with(&args.data, options).map_err(|error| error.to_string())?;
     let store = Arc::new(store);
     let config = ApiConfig {
         profile: match args.profile {

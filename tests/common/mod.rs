@@ -2,6 +2,7 @@
 //! database and a free loopback port, and talks to it over a real socket.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod table;
 
 use std::io::{BufRead, BufReader};

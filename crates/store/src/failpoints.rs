@@ -31,12 +31,17 @@ pub const BETWEEN_CLUSTER_AND_POOLS: &str = "apply::between_cluster_and_pools";
 /// returned error or an abort leaves the file at its old schema version.
 pub const MIGRATION_BEFORE_COMMIT: &str = "migration::before_commit";
 
+/// In the writer, before it reopens the database after a failed write. A returned error
+/// fails the reopen, so the store stays unwritable and the writer retries with backoff.
+pub const REOPEN: &str = "writer::reopen";
+
 /// Every failpoint name, for listings and checks of a `FAILPOINTS` value.
 pub const ALL: &[&str] = &[
     BEFORE_COMMIT,
     AFTER_COMMIT,
     BETWEEN_CLUSTER_AND_POOLS,
     MIGRATION_BEFORE_COMMIT,
+    REOPEN,
 ];
 
 /// The error a failpoint configured with `return` injects.

@@ -16,6 +16,7 @@
 
 mod apply;
 pub mod codec;
+mod dump;
 mod error;
 pub mod failpoints;
 pub mod faults;
@@ -34,9 +35,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend};
+use redb::{Database, ReadableDatabase, StorageBackend};
 
 pub use akstore_migrations::{CURRENT_SCHEMA_VERSION, MigrationReport, Step, StepReport};
+pub use dump::{
+    EXPORTED_TABLES, ImportError, ImportSummary, Importer, OPAQUE_TABLES, OpaqueEntry, RecordError,
+    Snapshot, SnapshotError,
+};
 pub use error::{OpenError, ReadError, WriteError};
 pub use model::{
     Applied, Cluster, ClusterInput, ClusterKey, ClusterPatch, ClusterScope, ClusterView, EntityTag,
@@ -236,16 +241,7 @@ impl Store {
 
     /// Counts the records and reads the global revision.
     pub fn counts(&self) -> Result<Counts, ReadError> {
-        let txn = self.database()?.begin_read()?;
-        let revision = txn
-            .open_table(tables::META)?
-            .get(tables::REVISION_KEY)?
-            .map_or(0, |value| value.value());
-        Ok(Counts {
-            clusters: txn.open_table(tables::CLUSTERS)?.len()?,
-            pools: txn.open_table(tables::POOLS)?.len()?,
-            revision,
-        })
+        dump::read_counts(&self.database()?.begin_read()?)
     }
 
     /// The open database, or [`ReadError::Reopening`] while the writer reopens it.
@@ -290,6 +286,10 @@ impl Shared {
 
     /// Opens the database again, running redb's recovery, and marks the store writable.
     pub(crate) fn reopen(&self) -> Result<(), OpenError> {
+        failpoints::check(failpoints::REOPEN).map_err(|injected| OpenError::Storage {
+            path: self.path.clone(),
+            source: redb::Error::Io(std::io::Error::other(injected)),
+        })?;
         let started = Instant::now();
         let database = (self.opener)()?;
         *self.database.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(database));

@@ -17,7 +17,10 @@ use akstore_migrations::{
     CURRENT_SCHEMA_VERSION, FoundSchema, MigrationError, MigrationReport, SchemaError, Step,
 };
 use redb::backends::FileBackend;
-use redb::{Builder, Database, DatabaseError, ReadableDatabase, StorageBackend, StorageError};
+use redb::{
+    Builder, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    StorageBackend, StorageError,
+};
 
 use crate::error::OpenError;
 use crate::scratch::ScratchView;
@@ -70,7 +73,7 @@ pub fn inspect_schema(path: &Path) -> Result<FileSchema, OpenError> {
 }
 
 /// Turns the schema read from an existing file into a [`FileSchema`], rejecting a newer one.
-fn check_found_schema(path: &Path, found: FoundSchema) -> Result<FileSchema, OpenError> {
+pub(crate) fn check_found_schema(path: &Path, found: FoundSchema) -> Result<FileSchema, OpenError> {
     match found {
         FoundSchema::Empty => Ok(FileSchema::New),
         FoundSchema::Version(version) if version > CURRENT_SCHEMA_VERSION => {
@@ -183,20 +186,51 @@ where
     B: StorageBackend,
     F: Fn() -> std::io::Result<B>,
 {
+    let handle = open_without_writing(path, backend, PROBE_CACHE_SIZE_BYTES)?;
+    let txn = handle.begin_read().map_err(|e| storage(path, e.into()))?;
+    akstore_migrations::read_schema(&txn).map_err(|error| schema_error(path, error))
+}
+
+/// A database opened without writing to its file.
+pub(crate) enum ReadHandle {
+    /// A file that was closed cleanly, opened read-only.
+    ReadOnly(ReadOnlyDatabase),
+    /// A file that needs crash repair, opened through a [`ScratchView`] that keeps the repair
+    /// in memory.
+    Repaired(Database),
+}
+
+impl ReadHandle {
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            ReadHandle::ReadOnly(db) => db.begin_read(),
+            ReadHandle::Repaired(db) => db.begin_read(),
+        }
+    }
+}
+
+/// Opens an existing database read-only, or through a scratch view when the file needs crash
+/// repair first, with a page cache of `cache_size` bytes. Either way the file is not written.
+pub(crate) fn open_without_writing<B, F>(
+    path: &Path,
+    backend: &F,
+    cache_size: usize,
+) -> Result<ReadHandle, OpenError>
+where
+    B: StorageBackend,
+    F: Fn() -> std::io::Result<B>,
+{
     let first = backend().map_err(|e| storage(path, e.into()))?;
-    let found = match Builder::new()
-        .set_cache_size(PROBE_CACHE_SIZE_BYTES)
+    match Builder::new()
+        .set_cache_size(cache_size)
         .open_read_only_with_backend(first)
     {
-        Ok(db) => {
-            let txn = db.begin_read().map_err(|e| storage(path, e.into()))?;
-            akstore_migrations::read_schema(&txn)
-        }
+        Ok(db) => Ok(ReadHandle::ReadOnly(db)),
         Err(DatabaseError::RepairAborted) => {
             tracing::warn!(
                 path = %path.display(),
-                "database was not closed cleanly; reading its schema from an in-memory repair \
-                 before repairing the file"
+                "database was not closed cleanly; reading it through an in-memory repair, \
+                 which leaves the file unchanged"
             );
             let inner = backend().map_err(|e| storage(path, e.into()))?;
             let view = match ScratchView::new(inner) {
@@ -205,15 +239,13 @@ where
                 Err(error) => return Err(storage(path, error.into())),
             };
             let db = Builder::new()
-                .set_cache_size(PROBE_CACHE_SIZE_BYTES)
+                .set_cache_size(cache_size)
                 .create_with_backend(view)
                 .map_err(|error| database_error(path, error, true))?;
-            let txn = db.begin_read().map_err(|e| storage(path, e.into()))?;
-            akstore_migrations::read_schema(&txn)
+            Ok(ReadHandle::Repaired(db))
         }
-        Err(error) => return Err(database_error(path, error, true)),
-    };
-    found.map_err(|error| schema_error(path, error))
+        Err(error) => Err(database_error(path, error, true)),
+    }
 }
 
 /// redb page cache of the read-only handle that reads a schema version: a few pages suffice.
@@ -285,14 +317,14 @@ fn sync_parent_directory(path: &Path) -> std::io::Result<()> {
     File::open(parent)?.sync_all()
 }
 
-fn storage(path: &Path, source: redb::Error) -> OpenError {
+pub(crate) fn storage(path: &Path, source: redb::Error) -> OpenError {
     OpenError::Storage {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn older_schema(path: &Path, found: u64) -> OpenError {
+pub(crate) fn older_schema(path: &Path, found: u64) -> OpenError {
     OpenError::OlderSchema {
         path: path.to_path_buf(),
         found,
@@ -334,7 +366,7 @@ fn database_error(path: &Path, error: DatabaseError, existed: bool) -> OpenError
     }
 }
 
-fn schema_error(path: &Path, error: SchemaError) -> OpenError {
+pub(crate) fn schema_error(path: &Path, error: SchemaError) -> OpenError {
     match error {
         SchemaError::NotAkstore { reason } => OpenError::Foreign {
             path: path.to_path_buf(),

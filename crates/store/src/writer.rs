@@ -39,6 +39,14 @@ pub const REOPEN_RETRY_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between two reopen attempts, so a disk that comes back is noticed soon.
 pub const REOPEN_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// Histogram of the time to apply and commit one batch, from its write transaction's start to
+/// the end of its commit or failure, in seconds.
+pub const COMMIT_DURATION_METRIC: &str = "akstore_store_commit_duration_seconds";
+/// Histogram of the number of write requests in each committed or failed batch.
+pub const BATCH_SIZE_METRIC: &str = "akstore_store_commit_batch_size";
+/// Counter of failed batches, labelled `outcome` = `not_applied` or `unknown`.
+pub const COMMIT_FAILURES_METRIC: &str = "akstore_store_commit_failures_total";
+
 /// Receives the result of one write once its batch has committed or failed.
 pub type Completion = Box<dyn FnOnce(Result<Applied, WriteError>) + Send>;
 
@@ -148,6 +156,7 @@ fn commit_batch(shared: &Shared, db: &Database, batch: Vec<Job>) -> bool {
 
     // A panic inside the transaction (a bug, or a failpoint) fails the batch like a failed
     // commit: the transaction is dropped, and whether it reached the disk is not known.
+    let started = std::time::Instant::now();
     let result = panic::catch_unwind(AssertUnwindSafe(|| apply_and_commit(db, requests)))
         .unwrap_or_else(|_| {
             Err(BatchFailure {
@@ -155,6 +164,8 @@ fn commit_batch(shared: &Shared, db: &Database, batch: Vec<Job>) -> bool {
                 reopen: true,
             })
         });
+    metrics::histogram!(COMMIT_DURATION_METRIC).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(BATCH_SIZE_METRIC).record(size as f64);
 
     match result {
         Ok(results) => {
@@ -168,6 +179,11 @@ fn commit_batch(shared: &Shared, db: &Database, batch: Vec<Job>) -> bool {
             true
         }
         Err(failure) => {
+            let outcome = match failure.error {
+                WriteError::OutcomeUnknown(_) => "unknown",
+                WriteError::NotApplied(_) | WriteError::Closed => "not_applied",
+            };
+            metrics::counter!(COMMIT_FAILURES_METRIC, "outcome" => outcome).increment(1);
             tracing::error!(error = %failure.error, writes = size, "group commit failed");
             if failure.reopen {
                 shared.mark_unwritable();

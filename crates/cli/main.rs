@@ -2,13 +2,17 @@
 //!
 //! Each subcommand lives in its own module; this file only dispatches.
 
+mod export;
+mod export_format;
+mod import;
 mod migrate;
+mod progress;
 mod serve;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 /// A durable fake of the AKS managed-cluster and agent-pool resource API.
@@ -18,6 +22,13 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(name = "akstore", version = version_text(), about, long_about = None)]
 struct Cli {
+    /// Log line format on stderr: `text` for people, `json` for one JSON object per line.
+    /// `RUST_LOG` filters what is logged (default `info`), for example `RUST_LOG=debug` or
+    /// `RUST_LOG=info,akstore_store=debug`.
+    #[arg(long, global = true, env = "AKSTORE_LOG_FORMAT", value_enum,
+          default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +39,16 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Migrate a database file to this binary's schema version without serving it.
     Migrate(migrate::MigrateArgs),
+    /// Write every record of a database as JSON Lines, without changing the file.
+    Export(export::ExportArgs),
+    /// Load a JSON Lines export into a new, empty database in one transaction.
+    Import(import::ImportArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `--version` text: the binary's version and the schema version it reads and writes.
@@ -43,7 +64,8 @@ fn version_text() -> &'static str {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let log_format = cli.log_format;
+    init_logging(log_format);
     match akstore_store::failpoints::configure_from_env() {
         Ok(set) if set.is_empty() => {}
         Ok(set) => tracing::warn!(failpoints = ?set, "failpoints configured from FAILPOINTS"),
@@ -55,23 +77,30 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Import(args) => import::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
-            eprintln!("akstore: {error}");
+            // A plain line would break a JSON log stream; there the log line above suffices.
+            if let LogFormat::Text = log_format {
+                eprintln!("akstore: {error}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-/// Human-readable logs on stderr, filtered by `RUST_LOG` (default `info`).
-fn init_logging() {
+/// Logs on stderr in `format`, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
 }

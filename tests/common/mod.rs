@@ -5,12 +5,12 @@
 pub mod fixtures;
 pub mod table;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -52,20 +52,23 @@ impl Server {
         Self::try_start(data, extra).unwrap_or_else(|log| panic!("akstore did not start:\n{log}"))
     }
 
-    /// Starts the server, or returns its log when it exits or never listens.
+    /// Starts the server, or returns its log when it exits, never listens or never gets ready.
     pub fn try_start(data: &Path, extra: &[&str]) -> Result<Server, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_akstore"))
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("AKSTORE_TEST_LOG").unwrap_or("info".into()),
-            )
-            .env_remove("AKSTORE_DATA")
-            .env_remove("AKSTORE_LISTEN")
+        Self::try_start_command(serve_command(data, extra), data)
+    }
+
+    /// Starts `command`, a prepared `akstore serve` (see [`serve_command`]), possibly run through
+    /// a wrapper such as a shell; waits until it listens and `/readyz` answers 200.
+    pub fn try_start_command(command: Command, data: &Path) -> Result<Server, String> {
+        let server = Self::launch(command, data)?;
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Starts `command` and returns once it listens, before its database is open; its probes
+    /// answer from then on.
+    pub fn launch(mut command: Command, data: &Path) -> Result<Server, String> {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -111,6 +114,36 @@ impl Server {
         })
     }
 
+    /// Polls `/readyz` until it answers 200; the server listens before its database is open.
+    fn wait_ready(&self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            let exited = self.child.lock().unwrap().try_wait();
+            if let Ok(Some(status)) = exited {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!(
+                    "akstore exited with {status}:\n{}",
+                    self.log_text()
+                ));
+            }
+            // Closed after the answer, so the poll leaves no idle connection holding a slot.
+            let ready = self
+                .client
+                .get(self.raw_url("/readyz"))
+                .header("connection", "close")
+                .send()
+                .is_ok_and(|response| response.status() == 200);
+            if ready {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "akstore was not ready in time:\n{}",
+            self.log_text()
+        ))
+    }
+
     /// Absolute URL of `path` with the test api-version appended.
     pub fn url(&self, path: &str) -> String {
         let separator = if path.contains('?') { '&' } else { '?' };
@@ -128,6 +161,14 @@ impl Server {
     /// A request to `path` with the api-version appended.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
+    }
+
+    /// GETs `path` exactly as given, as the probes and `/metrics` are read.
+    pub fn get_raw(&self, path: &str) -> Response {
+        self.client
+            .get(self.raw_url(path))
+            .send()
+            .expect("GET from akstore")
     }
 
     pub fn client(&self) -> &Client {
@@ -200,6 +241,46 @@ impl Server {
     /// Lines the server has logged so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The log so far as one text.
+    pub fn log_text(&self) -> String {
+        self.log().join("\n")
+    }
+
+    /// Waits until a log line contains `text`; false on timeout.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().iter().any(|line| line.contains(text)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`) without waiting.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.lock().unwrap().try_wait().expect("poll akstore") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -338,6 +419,34 @@ pub fn unknown_etag() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// An `akstore serve` command on `data` and a free loopback port, with `extra` arguments and the
+/// test log level; the caller may add environment or wrap it before starting it.
+pub fn serve_command(data: &Path, extra: &[&str]) -> Command {
+    let mut command = akstore_command();
+    command
+        .arg("serve")
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra);
+    command
+}
+
+/// The `akstore` binary with the test log level and no inherited `AKSTORE_*` settings.
+pub fn akstore_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_akstore"));
+    command.env(
+        "RUST_LOG",
+        std::env::var("AKSTORE_TEST_LOG").unwrap_or("info".into()),
+    );
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AKSTORE_") && name != "AKSTORE_TEST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// Path of a cluster.
 pub fn cluster_path(resource_group: &str, cluster: &str) -> String {
     format!(
@@ -369,11 +478,127 @@ pub fn etag_of(resource: &serde_json::Value) -> String {
         .to_owned()
 }
 
+/// The address of a `listening` line, in the text (`addr=...`) or JSON (`"addr":"..."`) format.
 fn parse_addr(line: &str) -> Option<SocketAddr> {
-    let start = line.find("addr=")? + "addr=".len();
+    let start = match line.find("addr=") {
+        Some(index) => index + "addr=".len(),
+        None => line.find("\"addr\":\"")? + "\"addr\":\"".len(),
+    };
     let rest = &line[start..];
     let end = rest
         .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// Wraps `command` in `bash -c`, running `prelude` (for example `ulimit -f 2048`) before it
+/// replaces the shell, so the process keeps the shell's pid.
+pub fn in_shell(command: &Command, prelude: &str) -> Command {
+    let mut shell = Command::new("bash");
+    shell
+        .arg("-c")
+        .arg(format!("{prelude}; exec \"$0\" \"$@\""))
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => shell.env(name, value),
+            None => shell.env_remove(name),
+        };
+    }
+    shell
+}
+
+/// A raw HTTP/1.1 connection, for what a normal client cannot do: send a body in parts, or
+/// hold a connection open without sending anything.
+pub struct RawConnection {
+    stream: TcpStream,
+}
+
+/// A response read from a [`RawConnection`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Status line and headers, lower-cased.
+    pub head: String,
+    pub body: String,
+}
+
+impl RawConnection {
+    pub fn open(addr: SocketAddr) -> RawConnection {
+        let stream = TcpStream::connect(addr).expect("connect to akstore");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("set read timeout");
+        RawConnection { stream }
+    }
+
+    /// Opens a connection and sends a PUT of `body` to `target` (path and query), stopping
+    /// after the first `sent` bytes of the body.
+    pub fn partial_put(addr: SocketAddr, target: &str, body: &[u8], sent: usize) -> RawConnection {
+        let mut connection = RawConnection::open(addr);
+        let head = format!(
+            "PUT {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        connection.send(head.as_bytes());
+        connection.send(&body[..sent]);
+        connection
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send to akstore");
+        self.stream.flush().expect("flush to akstore");
+    }
+
+    /// Reads one response: the head, then a body of its Content-Length, or to the end of the
+    /// stream without one.
+    pub fn read_response(&mut self) -> RawResponse {
+        let mut bytes = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let head_end = loop {
+            if let Some(end) = bytes.windows(4).position(|window| window == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let read = self.stream.read(&mut buffer).expect("read response");
+            assert!(
+                read > 0,
+                "connection closed before a response head: {bytes:?}"
+            );
+            bytes.extend_from_slice(&buffer[..read]);
+        };
+        let head = String::from_utf8_lossy(&bytes[..head_end]).to_lowercase();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|status| status.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head}"));
+        let length = head.lines().find_map(|line| {
+            line.strip_prefix("content-length:").map(|value| {
+                value
+                    .trim()
+                    .parse::<usize>()
+                    .expect("numeric content-length")
+            })
+        });
+        let mut body = bytes[head_end..].to_vec();
+        match length {
+            Some(length) => {
+                while body.len() < length {
+                    let read = self.stream.read(&mut buffer).expect("read body");
+                    assert!(read > 0, "connection closed inside the body");
+                    body.extend_from_slice(&buffer[..read]);
+                }
+            }
+            None => {
+                self.stream.read_to_end(&mut body).expect("read body");
+            }
+        }
+        RawResponse {
+            status,
+            head,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
 }

@@ -8,7 +8,6 @@ and database file, so tests share no state and may run in any order.
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -176,7 +175,7 @@ class Akstore:
         while time.monotonic() < deadline:
             matches = pattern.findall(self.log())
             # The log file is appended across restarts: the newest line belongs to this start.
-            if matches and self.process.poll() is None and self._listening(int(matches[-1])):
+            if matches and self.process.poll() is None and self._ready(int(matches[-1])):
                 return int(matches[-1])
             if self.process.poll() is not None:
                 raise RuntimeError(f"akstore exited with {self.process.returncode}:\n{self.log()}")
@@ -185,9 +184,12 @@ class Akstore:
         raise RuntimeError(f"akstore did not start listening:\n{self.log()}")
 
     @staticmethod
-    def _listening(port: int) -> bool:
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", port)) == 0
+    def _ready(port: int) -> bool:
+        # The server listens before its database is open; /readyz answers 200 once it serves.
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
 
 
 def cluster_path(name: str, resource_group: str = RESOURCE_GROUP) -> str:

@@ -5,9 +5,22 @@
 //! carry no internal detail: the detail goes to the log, and the body says only whether the
 //! write may have been applied.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+/// Why a request failed authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization` header.
+    Missing,
+    /// An `Authorization` header of another scheme than Bearer, or without a token.
+    NotBearer,
+    /// A bearer token that is not the server's.
+    InvalidToken,
+}
 
 /// Every way a request can fail.
 #[derive(Debug)]
@@ -40,6 +53,22 @@ pub enum ApiError {
     BodyTooLarge {
         limit_bytes: usize,
     },
+    /// The request line and headers together exceed the limit.
+    HeadersTooLarge {
+        limit_bytes: usize,
+    },
+    /// The body did not arrive, or the read did not finish, within the request timeout.
+    /// Never used once a write has been handed to the store.
+    RequestTimeout {
+        limit: Duration,
+    },
+    AuthenticationFailed(AuthFailure),
+    /// Every connection slot is taken.
+    TooManyConnections {
+        limit: usize,
+    },
+    /// The database is still opening or recovering.
+    Starting,
     ResourceNotFound {
         kind: &'static str,
         name: String,
@@ -188,6 +217,52 @@ impl ApiError {
                 "RequestBodyTooLarge",
                 format!("The request body exceeds the limit of {limit_bytes} bytes."),
             ),
+            HeadersTooLarge { limit_bytes } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "RequestHeaderFieldsTooLarge",
+                format!(
+                    "The request line and headers exceed the limit of {limit_bytes} bytes; send \
+                     fewer or shorter headers."
+                ),
+            ),
+            RequestTimeout { limit } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                format!(
+                    "The request did not complete within the request timeout of {}, so nothing \
+                     was changed; retry the request.",
+                    humantime::format_duration(*limit)
+                ),
+            ),
+            AuthenticationFailed(failure) => (
+                StatusCode::UNAUTHORIZED,
+                "AuthenticationFailed",
+                match failure {
+                    AuthFailure::Missing => "Authentication failed: the Authorization header is \
+                        missing. Send 'Authorization: Bearer <token>' with the token of the \
+                        server's token file."
+                        .into(),
+                    AuthFailure::NotBearer => "Authentication failed: the Authorization header \
+                        must have the form 'Bearer <token>'."
+                        .into(),
+                    AuthFailure::InvalidToken => "Authentication failed: the bearer token is not \
+                        valid for this server."
+                        .into(),
+                },
+            ),
+            TooManyConnections { limit } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TooManyConnections",
+                format!(
+                    "The server already has its maximum of {limit} open connections; retry \
+                     after one closes."
+                ),
+            ),
+            Starting => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceStarting",
+                "The server is still opening its database; retry shortly.".into(),
+            ),
             ResourceNotFound { kind, name } => (
                 StatusCode::NOT_FOUND,
                 "ResourceNotFound",
@@ -280,6 +355,17 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, retry_after);
+        }
+        if let ApiError::AuthenticationFailed(failure) = self {
+            // RFC 6750, section 3: no error code when the request carried no credentials.
+            let challenge = match failure {
+                AuthFailure::Missing | AuthFailure::NotBearer => r#"Bearer realm="akstore""#,
+                AuthFailure::InvalidToken => r#"Bearer realm="akstore", error="invalid_token""#,
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

@@ -51,7 +51,6 @@ async fn handle(
     body: &mut Option<Body>,
 ) -> Result<Response, ApiError> {
     let route = route::parse(uri.path())?;
-    tracing::Span::current().record("route", route.template());
     let query = Query::parse(uri.query())?;
     let base = PollingBase::new(headers, &query.api_version);
 
@@ -422,7 +421,15 @@ where
     F: FnOnce(&Store) -> Result<T, ReadError> + Send + 'static,
 {
     let store: Arc<Store> = Arc::clone(&state.store);
-    let result = tokio::task::spawn_blocking(move || read(&store)).await;
+    let limit = state.config.request_timeout;
+    // On timeout the read finishes on its blocking thread and its result is dropped; a read
+    // changes nothing, so the client can retry.
+    let Ok(result) =
+        tokio::time::timeout(limit, tokio::task::spawn_blocking(move || read(&store))).await
+    else {
+        tracing::warn!(timeout = ?limit, "read timed out");
+        return Err(ApiError::RequestTimeout { limit });
+    };
     match result {
         Ok(Ok(value)) => Ok(value),
         // Re-encoding the key gives back the client's token, which decoded to it.
@@ -451,7 +458,11 @@ async fn read_body(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     let body = body.take().unwrap_or_default();
-    body::read_limited(body, declared, state.config.max_body_bytes).await
+    let limit = state.config.request_timeout;
+    let read = body::read_limited(body, declared, state.config.max_body_bytes);
+    tokio::time::timeout(limit, read)
+        .await
+        .unwrap_or(Err(ApiError::RequestTimeout { limit }))
 }
 
 fn resource_response(status: StatusCode, etag: &Uuid, resource: Value) -> Response {

@@ -4,39 +4,59 @@
 //! requests to [`akstore_store::Store`], and maps each outcome to exactly one status and body.
 //! It never calls redb and never blocks the async executor: reads run on tokio's blocking
 //! pool and writes complete through the store's writer thread.
+//!
+//! Around the ARM routes it provides what an operator needs: the connection loop with its
+//! limits ([`server`]), the probes and the startup gate (`probes`), Prometheus metrics
+//! ([`telemetry`]), bearer authentication (`auth`) and the per-request span and log line
+//! (`context`).
 
+mod auth;
 mod body;
 mod conditions;
+mod context;
 mod error;
 mod handlers;
 mod json;
 mod operations;
 mod paging;
+mod probes;
 mod route;
+pub mod server;
+pub mod telemetry;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use akstore_store::Store;
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
-use uuid::Uuid;
 
+pub use auth::{BearerToken, InvalidToken, MAX_TOKEN_BYTES};
 pub use error::ApiError;
 pub use operations::{OPERATION_RETENTION, spawn_settler};
+pub use probes::Lifecycle;
+pub use telemetry::Metrics;
 
 /// Largest request body accepted, in bytes. Generous for a cluster with hundreds of pools,
 /// while a client cannot make the server buffer an unbounded body.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// Largest request line plus headers accepted with an ARM error (431), in bytes: several times
+/// what an Azure SDK request with a large bearer token sends. Past [`server::MAX_HEAD_BYTES`]
+/// the HTTP parser closes the connection without an ARM body.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// Default number of items in one list page; ARM services page at a similar size.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// Default time a request may take to arrive and be read, before a write is handed to the
+/// store: long enough for a 4 MiB body over a slow link, short enough to free a stuck client's
+/// resources.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which status codes the API answers with where the AKS documentation and the live service
 /// differ.
@@ -71,6 +91,13 @@ pub struct ApiConfig {
     pub page_size: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Time allowed to receive a request body, or to finish a read. A write handed to the
+    /// store is always answered with its outcome, however long its commit takes.
+    pub request_timeout: Duration,
+    /// The token every ARM request must present; `None` accepts any request.
+    pub auth_token: Option<BearerToken>,
+    /// The recorder that `/metrics` renders; with `None`, `/metrics` returns 404.
+    pub metrics: Option<Metrics>,
 }
 
 impl ApiConfig {
@@ -89,6 +116,9 @@ impl Default for ApiConfig {
             provisioning_delay: Duration::ZERO,
             page_size: DEFAULT_PAGE_SIZE,
             max_body_bytes: MAX_BODY_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            auth_token: None,
+            metrics: None,
         }
     }
 }
@@ -100,82 +130,40 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
 }
 
-/// Builds the router: health probes, and every other path parsed as an ARM path.
+/// Builds the whole application on a store that is already open.
 pub fn router(store: Arc<Store>, config: ApiConfig) -> Router {
-    let state = AppState {
-        store,
-        config: Arc::new(config),
-    };
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .fallback(handlers::arm_request)
-        .with_state(state)
+    let (app, lifecycle) = app(config);
+    lifecycle.open(store);
+    app
+}
+
+/// Builds the application before the store is open: the probes and `/metrics` respond at once,
+/// and ARM requests get 503 until [`Lifecycle::open`] hands over the store.
+///
+/// Layers, outermost first: the request context (span, ids, header limit, metrics), panic
+/// recovery, then authentication around the ARM routes only.
+pub fn app(config: ApiConfig) -> (Router, Arc<Lifecycle>) {
+    let auth_token = config.auth_token.clone();
+    let lifecycle = Arc::new(Lifecycle::new(config));
+
+    let operations = Router::new()
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .route("/metrics", get(telemetry::render))
+        .with_state(Arc::clone(&lifecycle));
+    let arm = Router::new()
+        .fallback(probes::arm_gate)
+        .with_state(Arc::clone(&lifecycle))
+        .layer(middleware::from_fn_with_state(
+            auth_token,
+            auth::require_bearer,
+        ));
+
+    let app = operations
+        .merge(arm)
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn(request_context))
-}
-
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({ "status": "ok" }))
-}
-
-/// Ready while the store accepts writes; a failed commit makes it unready until restart.
-async fn readyz(State(state): State<AppState>) -> Response {
-    if state.store.is_writable() {
-        axum::Json(json!({ "status": "ready" })).into_response()
-    } else {
-        let body = json!({ "status": "unavailable", "reason": "the store does not accept writes" });
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-    }
-}
-
-/// Opens the request's span, sets the ARM request-id headers and logs the outcome once.
-async fn request_context(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let request_id = Uuid::new_v4().to_string();
-    let client_request_id = request.headers().get("x-ms-client-request-id").cloned();
-    let correlation_id = client_request_id
-        .clone()
-        .or_else(|| {
-            request
-                .headers()
-                .get("x-ms-correlation-request-id")
-                .cloned()
-        })
-        .unwrap_or_else(|| header_value(&request_id));
-
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        route = tracing::field::Empty,
-        request_id = %request_id,
-    );
-    let mut response = {
-        use tracing::Instrument;
-        next.run(request).instrument(span.clone()).await
-    };
-
-    let status = response.status();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), latency_ms, "request failed");
-        } else {
-            tracing::debug!(status = status.as_u16(), latency_ms, "request finished");
-        }
-    });
-
-    let headers = response.headers_mut();
-    headers.insert("x-ms-request-id", header_value(&request_id));
-    headers.insert("x-ms-correlation-request-id", correlation_id);
-    if let Some(client_request_id) = client_request_id {
-        headers.insert("x-ms-client-request-id", client_request_id);
-    }
-    response
-}
-
-fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).expect("a UUID is a valid header value")
+        .layer(middleware::from_fn(context::request_context));
+    (app, lifecycle)
 }
 
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -143,6 +143,23 @@ fn probes_answer_ok_and_ready() {
     assert_eq!(json_body(ready)["status"], "ready");
 }
 
+#[test]
+fn probe_wrong_method_gets_arm_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("akstore.redb"), &[]);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = server.client().post(server.raw_url(path)).send().unwrap();
+        assert_eq!(response.status(), 405, "{path}");
+        assert_eq!(response.headers()["allow"], "GET, HEAD", "{path}");
+        let body = json_body(response);
+        assert_eq!(body["error"]["code"], "MethodNotAllowed", "{path}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("POST"),
+            "{body}"
+        );
+    }
+}
+
 /// A file-size limit makes the disk refuse to grow the database, the way a full disk does. The
 /// failed write gets a 5xx, the failure is counted, the server stays alive and reopens the
 /// database, and every write acknowledged before is on disk.

@@ -83,10 +83,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error}");
-            // A plain line would break a JSON log stream; there the log line above suffices.
-            if let LogFormat::Text = log_format {
-                eprintln!("akstore: {error}");
+            // Reported once: as a plain line for people, or as a log record in a JSON stream,
+            // which a plain line would break.
+            match log_format {
+                LogFormat::Text => eprintln!("akstore: {error}"),
+                LogFormat::Json => tracing::error!("{error}"),
             }
             ExitCode::FAILURE
         }

@@ -39,8 +39,10 @@ pub struct ServeArgs {
           value_parser = BoolishValueParser::new())]
     no_migrate: bool,
 
-    /// Address and port to listen on. Non-loopback addresses expose the API to the network.
-    #[arg(long, env = "AKSTORE_LISTEN", default_value = "127.0.0.1:8080")]
+    /// IP address and port to listen on, as `IP:PORT` (`[IPv6]:PORT` for IPv6). Non-loopback
+    /// addresses expose the API to the network.
+    #[arg(long, env = "AKSTORE_LISTEN", default_value = "127.0.0.1:8080",
+          value_parser = parse_listen_address)]
     listen: SocketAddr,
 
     /// Status codes where the AKS documentation and the live service differ: `documented`
@@ -54,7 +56,7 @@ pub struct ServeArgs {
           value_parser = humantime::parse_duration)]
     provisioning_delay: Duration,
 
-    /// Most items in one list page (count); clients follow nextLink for the rest.
+    /// Maximum number of items in one list page; clients follow nextLink for the rest.
     #[arg(long, env = "AKSTORE_PAGE_SIZE", default_value_t = DEFAULT_PAGE_SIZE as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     page_size: u32,
@@ -386,4 +388,14 @@ mod tests {
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_positive_duration("30").is_err());
     }
+}
+
+/// Parses `--listen`, naming the expected form when the value is a host name or lacks a port.
+fn parse_listen_address(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        format!(
+            "'{value}' is not an IP address and port; use a form like 127.0.0.1:8080 or \
+             [::1]:8080 (host names such as localhost are not resolved)"
+        )
+    })
 }

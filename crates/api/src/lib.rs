@@ -87,7 +87,7 @@ pub struct ApiConfig {
     /// How long an emulated long-running operation runs, in the `arm` profile. Zero answers
     /// every write at once with `provisioningState: Succeeded` and no polling headers.
     pub provisioning_delay: Duration,
-    /// Most items in one list page.
+    /// Maximum number of items in one list page.
     pub page_size: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
@@ -150,6 +150,7 @@ pub fn app(config: ApiConfig) -> (Router, Arc<Lifecycle>) {
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(telemetry::render))
+        .method_not_allowed_fallback(operations_method_not_allowed)
         .with_state(Arc::clone(&lifecycle));
     let arm = Router::new()
         .fallback(probes::arm_gate)
@@ -164,6 +165,17 @@ pub fn app(config: ApiConfig) -> (Router, Arc<Lifecycle>) {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(context::request_context));
     (app, lifecycle)
+}
+
+/// Answers a method other than GET or HEAD on a probe or `/metrics` with an ARM error body, as
+/// every other error is answered.
+async fn operations_method_not_allowed(method: axum::http::Method) -> Response {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        route: "the probe and metrics endpoints",
+        allow: "GET, HEAD",
+    }
+    .into_response()
 }
 
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {

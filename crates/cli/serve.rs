@@ -365,6 +365,16 @@ impl ShutdownSignal {
     }
 }
 
+/// Parses `--listen`, naming the expected form when the value is a host name or lacks a port.
+fn parse_listen_address(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        format!(
+            "'{value}' is not an IP address and port; use a form like 127.0.0.1:8080 or \
+             [::1]:8080 (host names such as localhost are not resolved)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,14 +398,4 @@ mod tests {
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_positive_duration("30").is_err());
     }
-}
-
-/// Parses `--listen`, naming the expected form when the value is a host name or lacks a port.
-fn parse_listen_address(value: &str) -> Result<SocketAddr, String> {
-    value.parse().map_err(|_| {
-        format!(
-            "'{value}' is not an IP address and port; use a form like 127.0.0.1:8080 or \
-             [::1]:8080 (host names such as localhost are not resolved)"
-        )
-    })
 }

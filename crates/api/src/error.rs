@@ -89,6 +89,9 @@ pub enum ApiError {
         retry_after_secs: u64,
     },
     OperationNotFound(String),
+    InvalidClientRequestId(String),
+    /// A write reused the client request id of a different applied write.
+    ClientRequestIdReused(String),
     /// A storage failure where nothing was written.
     NotApplied {
         write: bool,
@@ -301,6 +304,24 @@ impl ApiError {
                 format!(
                     "The operation '{id}' was not found in this subscription and location. \
                      Operation records are kept for a limited time after they finish."
+                ),
+            ),
+            InvalidClientRequestId(reason) => (
+                StatusCode::BAD_REQUEST,
+                "InvalidClientRequestId",
+                format!(
+                    "The x-ms-client-request-id header is invalid: {reason}. Send a GUID, as \
+                     the Azure SDKs do, or omit the header."
+                ),
+            ),
+            ClientRequestIdReused(id) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ClientRequestIdReused",
+                format!(
+                    "The x-ms-client-request-id '{id}' was already used by a different request \
+                     (another method, path or body) within the last {}. A retry must repeat \
+                     its request exactly; a new request needs a new id.",
+                    humantime::format_duration(akstore_store::requests::REQUEST_RETENTION)
                 ),
             ),
             NotApplied { write: true } => (

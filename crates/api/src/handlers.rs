@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use akstore_store::{
-    Applied, ClusterKey, ClusterScope, ClusterView, EntityTag, PoolKey, PoolLookup, PoolView,
-    ReadError, Store, WriteError, WriteOutcome, WriteRequest,
+    Applied, ClientRequest, ClusterKey, ClusterScope, ClusterView, EntityTag, PoolKey, PoolLookup,
+    PoolView, ReadError, Store, WriteError, WriteOutcome, WriteRequest,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::conditions::{self, ReadConditions};
 use crate::error::ApiError;
 use crate::operations::{self, PollingBase};
+use crate::retries;
 use crate::route::{self, Route};
 use crate::{AppState, body, json, paging};
 
@@ -60,28 +61,31 @@ async fn handle(
             let precondition = conditions::parse_write(headers)?;
             let body = read_body(state, headers, body).await?;
             let input = json::cluster_input(json::parse_object(&body)?)?;
+            let once = retries::client_request(method, uri, headers, &body)?;
             let request = WriteRequest::PutCluster {
                 key,
                 precondition,
                 input,
             };
-            cluster_write(state, request, headers, &base).await
+            cluster_write(state, request, once, headers, &base).await
         }
         (Route::Cluster(key), Method::PATCH) => {
             let precondition = conditions::parse_write(headers)?;
             let body = read_body(state, headers, body).await?;
             let patch = json::validate_cluster_patch(json::parse_object(&body)?)?;
+            let once = retries::client_request(method, uri, headers, &body)?;
             let request = WriteRequest::PatchCluster {
                 key,
                 precondition,
                 patch: Box::new(move |view| json::merge_cluster_patch(view, patch)),
             };
-            cluster_write(state, request, headers, &base).await
+            cluster_write(state, request, once, headers, &base).await
         }
         (Route::Cluster(key), Method::DELETE) => {
             let precondition = conditions::parse_write(headers)?;
+            let once = retries::client_request(method, uri, headers, &[])?;
             let request = WriteRequest::DeleteCluster { key, precondition };
-            cluster_write(state, request, headers, &base).await
+            cluster_write(state, request, once, headers, &base).await
         }
         (Route::Pool(key), Method::GET | Method::HEAD) => get_pool(state, key, headers).await,
         (Route::Pool(key), Method::PUT) => {
@@ -91,29 +95,32 @@ async fn handle(
             // A name in another casing addresses an existing pool, but a new pool needs the
             // lower-case form.
             let may_create = route::validate_pool_name(&key.name).is_ok();
+            let once = retries::client_request(method, uri, headers, &body)?;
             let request = WriteRequest::PutPool {
                 key,
                 precondition,
                 input,
                 may_create,
             };
-            pool_write(state, request, headers, &base).await
+            pool_write(state, request, once, headers, &base).await
         }
         (Route::Pool(key), Method::PATCH) => {
             let precondition = conditions::parse_write(headers)?;
             let body = read_body(state, headers, body).await?;
             let patch = json::validate_pool_patch(json::parse_object(&body)?)?;
+            let once = retries::client_request(method, uri, headers, &body)?;
             let request = WriteRequest::PatchPool {
                 key,
                 precondition,
                 patch: Box::new(move |view| Ok(json::merge_pool_patch(view, &patch))),
             };
-            pool_write(state, request, headers, &base).await
+            pool_write(state, request, once, headers, &base).await
         }
         (Route::Pool(key), Method::DELETE) => {
             let precondition = conditions::parse_write(headers)?;
+            let once = retries::client_request(method, uri, headers, &[])?;
             let request = WriteRequest::DeletePool { key, precondition };
-            pool_write(state, request, headers, &base).await
+            pool_write(state, request, once, headers, &base).await
         }
         (Route::ClusterList(scope), Method::GET | Method::HEAD) => {
             list_clusters(state, scope, &query, uri, headers).await
@@ -206,6 +213,7 @@ fn conditional_read(
 async fn cluster_write(
     state: &AppState,
     request: WriteRequest,
+    once: Option<ClientRequest>,
     headers: &HeaderMap,
     base: &PollingBase,
 ) -> Result<Response, ApiError> {
@@ -215,7 +223,7 @@ async fn cluster_write(
         | WriteRequest::DeleteCluster { key, .. } => key.name.clone(),
         _ => unreachable!("cluster_write takes cluster requests only"),
     };
-    let Applied::Cluster(outcome) = write(state, request).await? else {
+    let Applied::Cluster(outcome) = write(state, request, once).await? else {
         unreachable!("a cluster request yields a cluster outcome");
     };
     let respond = |status, view: ClusterView| {
@@ -242,6 +250,7 @@ async fn cluster_write(
 async fn pool_write(
     state: &AppState,
     request: WriteRequest,
+    once: Option<ClientRequest>,
     headers: &HeaderMap,
     base: &PollingBase,
 ) -> Result<Response, ApiError> {
@@ -252,7 +261,7 @@ async fn pool_write(
         }
         _ => unreachable!("pool_write takes pool requests only"),
     };
-    let Applied::Pool(outcome) = write(state, request).await? else {
+    let Applied::Pool(outcome) = write(state, request, once).await? else {
         unreachable!("a pool request yields a pool outcome");
     };
     match outcome {
@@ -315,6 +324,9 @@ fn outcome_response<T>(
             Err(ApiError::PreconditionFailed { header, value })
         }
         WriteOutcome::Invalid(reason) => Err(ApiError::InvalidContent(reason)),
+        WriteOutcome::RequestIdReused => Err(ApiError::ClientRequestIdReused(
+            retries::client_request_id(headers).unwrap_or_default(),
+        )),
     }
 }
 
@@ -381,7 +393,14 @@ fn list_response(
 
 /// Sends a write to the store's writer, as a long-running operation when the configuration
 /// emulates them, and waits for its durable outcome.
-async fn write(state: &AppState, request: WriteRequest) -> Result<Applied, ApiError> {
+///
+/// With a client request id the write is applied at most once per id: a retry of an applied
+/// write gets its recorded outcome.
+async fn write(
+    state: &AppState,
+    request: WriteRequest,
+    once: Option<ClientRequest>,
+) -> Result<Applied, ApiError> {
     let request = match state.config.operation_duration_ms() {
         Some(duration_ms) => WriteRequest::LongRunning {
             request: Box::new(request),
@@ -390,8 +409,9 @@ async fn write(state: &AppState, request: WriteRequest) -> Result<Applied, ApiEr
         None => request,
     };
     let (sender, receiver) = oneshot::channel();
-    state.store.submit(
+    state.store.submit_once(
         request,
+        once,
         Box::new(move |result| {
             // The handler may have been cancelled (client gone); the write stands regardless.
             let _ = sender.send(result);

@@ -20,6 +20,7 @@ mod json;
 mod operations;
 mod paging;
 mod probes;
+mod retries;
 mod route;
 pub mod server;
 pub mod telemetry;

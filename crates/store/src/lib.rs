@@ -24,6 +24,7 @@ mod model;
 mod open;
 mod operation;
 mod read;
+pub mod requests;
 mod scratch;
 pub mod tables;
 pub mod writer;
@@ -54,6 +55,7 @@ pub use operation::{
     normalize_location,
 };
 pub use read::{Page, PoolLookup};
+pub use requests::ClientRequest;
 pub use writer::{Completion, WriterStats};
 
 /// redb page cache size. Large enough to keep the working set of a test or CI database in
@@ -175,17 +177,35 @@ impl Store {
     /// Queues a write; `done` runs on the writer thread once the write's batch has committed
     /// durably or failed. `done` must not block.
     pub fn submit(&self, request: WriteRequest, done: Completion) {
+        self.submit_once(request, None, done);
+    }
+
+    /// Queues a write as [`Store::submit`] does. With a client request id, the write is
+    /// applied at most once per id (see [`requests`]): a retry of an applied write gets the
+    /// recorded outcome, and a different request with the same id gets
+    /// [`WriteOutcome::RequestIdReused`].
+    pub fn submit_once(
+        &self,
+        request: WriteRequest,
+        client_request: Option<ClientRequest>,
+        done: Completion,
+    ) {
         let jobs = self
             .jobs
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
+        let job = writer::Job {
+            request,
+            client_request,
+            done,
+        };
         match jobs.as_ref() {
             Some(sender) => {
-                if let Err(mpsc::SendError(job)) = sender.send(writer::Job { request, done }) {
+                if let Err(mpsc::SendError(job)) = sender.send(job) {
                     (job.done)(Err(WriteError::Closed));
                 }
             }
-            None => done(Err(WriteError::Closed)),
+            None => (job.done)(Err(WriteError::Closed)),
         }
     }
 
@@ -194,9 +214,19 @@ impl Store {
     /// An `Err` of [`WriteError::NotApplied`] or [`WriteError::Closed`] means nothing was
     /// written; [`WriteError::OutcomeUnknown`] means the write may or may not be on disk.
     pub fn write(&self, request: WriteRequest) -> Result<Applied, WriteError> {
+        self.write_once(request, None)
+    }
+
+    /// Applies a write as [`Store::write`] does, at most once per client request id.
+    pub fn write_once(
+        &self,
+        request: WriteRequest,
+        client_request: Option<ClientRequest>,
+    ) -> Result<Applied, WriteError> {
         let (sender, receiver) = mpsc::sync_channel(1);
-        self.submit(
+        self.submit_once(
             request,
+            client_request,
             Box::new(move |result| {
                 // The receiver waits below until this runs, so the send cannot fail.
                 let _ = sender.send(result);

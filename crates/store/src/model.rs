@@ -49,7 +49,7 @@ pub struct Pool {
 }
 
 /// A cluster together with its pools, ordered by the pools' lower-cased names.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterView {
     pub cluster: Cluster,
     pub pools: Vec<Pool>,
@@ -58,7 +58,7 @@ pub struct ClusterView {
 }
 
 /// A pool together with the cluster it belongs to, whose names build the pool's resource id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolView {
     pub cluster: Cluster,
     pub pool: Pool,
@@ -228,6 +228,8 @@ pub enum WriteOutcome<T> {
     PreconditionFailed,
     /// The merge of a PATCH produced a resource the API layer rejects; the text says why.
     Invalid(String),
+    /// The client request id was already used by a different applied request.
+    RequestIdReused,
 }
 
 /// The desired state of a cluster, as a PUT or a merged PATCH describes it.
@@ -321,6 +323,17 @@ pub struct SettleSummary {
 }
 
 impl WriteRequest {
+    /// Whether the request writes a cluster (rather than a pool).
+    pub(crate) fn is_cluster(&self) -> bool {
+        match self {
+            WriteRequest::PutCluster { .. }
+            | WriteRequest::PatchCluster { .. }
+            | WriteRequest::DeleteCluster { .. } => true,
+            WriteRequest::LongRunning { request, .. } => request.is_cluster(),
+            _ => false,
+        }
+    }
+
     /// Approximate size in bytes, used to bound a group commit.
     pub(crate) fn approximate_size(&self) -> usize {
         match self {

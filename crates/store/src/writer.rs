@@ -21,6 +21,7 @@ use crate::apply::{ApplyError, Batch};
 use crate::error::WriteError;
 use crate::failpoints;
 use crate::model::{Applied, WriteRequest};
+use crate::requests::{ClientRequest, RequestIndex, RequestLog};
 use crate::tables;
 
 /// Most requests in one commit. Bounds the time the first request of a batch waits for the
@@ -52,6 +53,7 @@ pub type Completion = Box<dyn FnOnce(Result<Applied, WriteError>) + Send>;
 
 pub(crate) struct Job {
     pub request: WriteRequest,
+    pub client_request: Option<ClientRequest>,
     pub done: Completion,
 }
 
@@ -87,8 +89,11 @@ struct BatchFailure {
 /// writer answers every queued write with [`WriteError::NotApplied`] and retries with backoff.
 pub(crate) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
     let mut retry_in = REOPEN_RETRY_MIN;
+    // Loaded from the table by the first batch after each (re)open.
+    let mut request_index = None;
     loop {
         let Some(db) = shared.current() else {
+            request_index = None;
             match shared.reopen() {
                 Ok(()) => retry_in = REOPEN_RETRY_MIN,
                 Err(error) => {
@@ -121,7 +126,7 @@ pub(crate) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
             }
         }
 
-        let usable = commit_batch(&shared, &db, batch);
+        let usable = commit_batch(&shared, &db, batch, &mut request_index);
         drop(db);
         if !usable {
             shared.close_database();
@@ -149,21 +154,30 @@ fn reject_writes_for(jobs: &Receiver<Job>, duration: Duration) -> bool {
 /// Applies and commits one batch, then completes every job in it. Returns false when the
 /// database must be reopened before the next batch; the store reports itself unwritable
 /// before any job of such a batch is answered.
-fn commit_batch(shared: &Shared, db: &Database, batch: Vec<Job>) -> bool {
+fn commit_batch(
+    shared: &Shared,
+    db: &Database,
+    batch: Vec<Job>,
+    request_index: &mut Option<RequestIndex>,
+) -> bool {
     let size = batch.len();
-    let (requests, completions): (Vec<_>, Vec<_>) =
-        batch.into_iter().map(|job| (job.request, job.done)).unzip();
+    let (requests, completions): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|job| ((job.request, job.client_request), job.done))
+        .unzip();
 
     // A panic inside the transaction (a bug, or a failpoint) fails the batch like a failed
     // commit: the transaction is dropped, and whether it reached the disk is not known.
     let started = std::time::Instant::now();
-    let result = panic::catch_unwind(AssertUnwindSafe(|| apply_and_commit(db, requests)))
-        .unwrap_or_else(|_| {
-            Err(BatchFailure {
-                error: WriteError::OutcomeUnknown("the writer panicked during the batch".into()),
-                reopen: true,
-            })
-        });
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        apply_and_commit(db, requests, request_index)
+    }))
+    .unwrap_or_else(|_| {
+        Err(BatchFailure {
+            error: WriteError::OutcomeUnknown("the writer panicked during the batch".into()),
+            reopen: true,
+        })
+    });
     metrics::histogram!(COMMIT_DURATION_METRIC).record(started.elapsed().as_secs_f64());
     metrics::histogram!(BATCH_SIZE_METRIC).record(size as f64);
 
@@ -185,6 +199,8 @@ fn commit_batch(shared: &Shared, db: &Database, batch: Vec<Job>) -> bool {
             };
             metrics::counter!(COMMIT_FAILURES_METRIC, "outcome" => outcome).increment(1);
             tracing::error!(error = %failure.error, writes = size, "group commit failed");
+            // The index may hold entries of the aborted transaction; reload it.
+            *request_index = None;
             if failure.reopen {
                 shared.mark_unwritable();
             }
@@ -198,7 +214,8 @@ fn commit_batch(shared: &Shared, db: &Database, batch: Vec<Job>) -> bool {
 
 fn apply_and_commit(
     db: &Database,
-    requests: Vec<WriteRequest>,
+    requests: Vec<(WriteRequest, Option<ClientRequest>)>,
+    request_index: &mut Option<RequestIndex>,
 ) -> Result<Vec<Applied>, BatchFailure> {
     let not_applied = |error: &dyn std::fmt::Display| BatchFailure {
         error: WriteError::NotApplied(error.to_string()),
@@ -223,6 +240,7 @@ fn apply_and_commit(
             Some(value) => value.value(),
             None => 0,
         };
+        let now_ms = now_ms();
         let mut batch = Batch {
             clusters: txn
                 .open_table(tables::CLUSTERS)
@@ -232,18 +250,39 @@ fn apply_and_commit(
                 .open_table(tables::OPERATIONS)
                 .map_err(|e| not_applied(&e))?,
             revision,
-            now_ms: now_ms(),
+            now_ms,
         };
+        let table = txn
+            .open_table(tables::REQUESTS)
+            .map_err(|e| not_applied(&e))?;
+        let apply_failed = |error: ApplyError| BatchFailure {
+            reopen: !matches!(error, ApplyError::Corrupt { .. }),
+            error: WriteError::NotApplied(error.to_string()),
+        };
+        let index = match request_index {
+            Some(index) => index,
+            None => request_index.insert(RequestIndex::load(&table).map_err(apply_failed)?),
+        };
+        let mut log = RequestLog {
+            table,
+            index,
+            now_ms,
+        };
+
         // An error while applying aborts the whole batch when `txn` drops: no request of it
         // reaches the disk, and each learns that it was not applied. A record that fails to
         // decode needs no reopen; a storage error does.
-        for request in requests {
-            let applied = batch.apply(request).map_err(|error| BatchFailure {
-                reopen: !matches!(error, ApplyError::Corrupt { .. }),
-                error: WriteError::NotApplied(error.to_string()),
-            })?;
-            results.push(applied);
+        for (request, client_request) in requests {
+            let applied = match client_request {
+                Some(client) => {
+                    let is_cluster = request.is_cluster();
+                    log.apply_once(&client, is_cluster, || batch.apply(request))
+                }
+                None => batch.apply(request),
+            };
+            results.push(applied.map_err(apply_failed)?);
         }
+        log.evict().map_err(apply_failed)?;
         if batch.revision != revision {
             meta.insert(tables::REVISION_KEY, batch.revision)
                 .map_err(|e| not_applied(&e))?;

@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in its own module; this file only dispatches.
 
+mod check;
 mod export;
 mod export_format;
 mod import;
@@ -43,6 +44,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Load a JSON Lines export into a new, empty database in one transaction.
     Import(import::ImportArgs),
+    /// Check a database file offline: redb's integrity check, every record and invariant.
+    Check(check::CheckArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

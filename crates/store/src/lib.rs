@@ -15,6 +15,7 @@
 //!   transaction as the write that started it (see [`Operation`]).
 
 mod apply;
+pub mod check;
 pub mod codec;
 mod dump;
 mod error;

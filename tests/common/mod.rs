@@ -65,6 +65,23 @@ impl Server {
         Ok(server)
     }
 
+    /// Starts the server with extra environment variables (such as `FAILPOINTS`), or returns
+    /// its log when it exits, never listens or never gets ready. With an absolute `data` it
+    /// runs in the directory of `data`, so a core dump of an aborted process lands beside the
+    /// temporary file, not in the repository.
+    pub fn try_start_with_env(
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
+        let mut command = serve_command(data, extra);
+        command.env_remove("FAILPOINTS").envs(env.iter().copied());
+        if let Some(directory) = data.parent().filter(|d| data.is_absolute() && d.is_dir()) {
+            command.current_dir(directory);
+        }
+        Self::try_start_command(command, data)
+    }
+
     /// Starts `command` and returns once it listens, before its database is open; its probes
     /// answer from then on.
     pub fn launch(mut command: Command, data: &Path) -> Result<Server, String> {

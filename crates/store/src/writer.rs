@@ -126,11 +126,7 @@ pub(crate) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
             }
         }
 
-        let usable = commit_batch(&shared, &db, batch, &mut request_index);
-        drop(db);
-        if !usable {
-            shared.close_database();
-        }
+        commit_batch(&shared, db, batch, &mut request_index);
     }
     tracing::debug!("writer stopped: no more senders");
 }
@@ -151,15 +147,17 @@ fn reject_writes_for(jobs: &Receiver<Job>, duration: Duration) -> bool {
     }
 }
 
-/// Applies and commits one batch, then completes every job in it. Returns false when the
-/// database must be reopened before the next batch; the store reports itself unwritable
-/// before any job of such a batch is answered.
+/// Applies and commits one batch, then completes every job in it.
+///
+/// When the batch fails with a storage error, the writer closes the database and tries once
+/// to reopen it before it answers, so a client that reads right after its error reads from the
+/// reopened file. Until the reopen succeeds the store reports itself unwritable.
 fn commit_batch(
     shared: &Shared,
-    db: &Database,
+    db: Arc<Database>,
     batch: Vec<Job>,
     request_index: &mut Option<RequestIndex>,
-) -> bool {
+) {
     let size = batch.len();
     let (requests, completions): (Vec<_>, Vec<_>) = batch
         .into_iter()
@@ -170,7 +168,7 @@ fn commit_batch(
     // commit: the transaction is dropped, and whether it reached the disk is not known.
     let started = std::time::Instant::now();
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        apply_and_commit(db, requests, request_index)
+        apply_and_commit(&db, requests, request_index)
     }))
     .unwrap_or_else(|_| {
         Err(BatchFailure {
@@ -190,7 +188,6 @@ fn commit_batch(
             for (done, result) in completions.into_iter().zip(results) {
                 done(Ok(result));
             }
-            true
         }
         Err(failure) => {
             let outcome = match failure.error {
@@ -203,11 +200,16 @@ fn commit_batch(
             *request_index = None;
             if failure.reopen {
                 shared.mark_unwritable();
+                drop(db);
+                shared.close_database();
+                // On failure the writer's loop retries with backoff.
+                if let Err(error) = shared.reopen() {
+                    tracing::error!(%error, "failed to reopen the database");
+                }
             }
             for done in completions {
                 done(Err(failure.error.clone()));
             }
-            !failure.reopen
         }
     }
 }

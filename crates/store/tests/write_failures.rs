@@ -222,11 +222,14 @@ fn power_loss_keeps_every_acknowledged_write() {
         acknowledged.push(view);
     }
 
-    // Lose power while a write is between its data and its sync: drop every unsynced write.
-    plan.fail_sync_after(0);
-    let _ = store.write(put_cluster("lost", 99, &["np1"]));
-    let loss = plan.power_loss(&mut || false).unwrap();
-    assert!(loss.unsynced > 0, "the failed commit left unsynced writes");
+    // Lose power at the sync of the next commit, dropping every write not yet synced.
+    plan.power_loss_at_sync(0, || false);
+    let lost = store.write(put_cluster("lost", 99, &["np1"]));
+    assert!(
+        matches!(lost, Err(WriteError::OutcomeUnknown(_))),
+        "{lost:?}"
+    );
+    assert!(plan.is_unavailable());
     drop(store);
     plan.set_unavailable(false);
 

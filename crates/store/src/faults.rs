@@ -22,7 +22,7 @@ use redb::{BackendError, StorageBackend};
 
 /// The faults to inject into every [`FaultyBackend`] opened with it, and counts of what they
 /// saw. Share it behind an `Arc`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FaultPlan {
     writes: AtomicU64,
     syncs: AtomicU64,
@@ -32,8 +32,15 @@ pub struct FaultPlan {
     /// Value of `syncs` at which the next sync fails; 0 when none is due.
     fail_sync_at: AtomicU64,
     unavailable: AtomicBool,
+    /// Value of `syncs` at which power is lost instead of syncing; 0 when none is due.
+    power_loss_at: AtomicU64,
+    /// Decides, write by write, which unsynced writes a scheduled power loss keeps.
+    power_loss_keep: Mutex<Option<KeepFn>>,
     unsynced: Mutex<UnsyncedLog>,
 }
+
+/// Decides whether a simulated power loss keeps the next unsynced write.
+type KeepFn = Box<dyn FnMut() -> bool + Send>;
 
 /// A [`StorageBackend`] on a file that fails where its [`FaultPlan`] schedules a fault.
 #[derive(Debug)]
@@ -67,6 +74,17 @@ enum Change {
     },
 }
 
+impl std::fmt::Debug for FaultPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultPlan")
+            .field("writes", &self.writes)
+            .field("syncs", &self.syncs)
+            .field("injected", &self.injected)
+            .field("unavailable", &self.unavailable)
+            .finish_non_exhaustive()
+    }
+}
+
 impl FaultPlan {
     /// Creates a plan that injects no fault until one is scheduled.
     pub fn new() -> Arc<FaultPlan> {
@@ -86,10 +104,27 @@ impl FaultPlan {
         self.fail_sync_at.store(at, Ordering::SeqCst);
     }
 
-    /// Cancels the write and sync failures that are due.
+    /// Lets `successes` more syncs succeed, then loses power at the next one instead of
+    /// syncing, as [`FaultPlan::power_loss`] does with `keep`; the sync fails.
+    pub fn power_loss_at_sync(&self, successes: u64, keep: impl FnMut() -> bool + Send + 'static) {
+        *self
+            .power_loss_keep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(keep));
+        let at = self.syncs.load(Ordering::SeqCst) + successes + 1;
+        self.power_loss_at.store(at, Ordering::SeqCst);
+    }
+
+    /// Cancels the write and sync failures and the power loss that are due.
     pub fn clear(&self) {
         self.fail_write_at.store(0, Ordering::SeqCst);
         self.fail_sync_at.store(0, Ordering::SeqCst);
+        self.power_loss_at.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether every operation fails, after [`FaultPlan::set_unavailable`] or a power loss.
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable.load(Ordering::SeqCst)
     }
 
     /// Makes every operation fail (`true`), as when the disk is gone, or work again.
@@ -104,6 +139,14 @@ impl FaultPlan {
     pub fn power_loss(&self, keep: &mut dyn FnMut() -> bool) -> io::Result<PowerLoss> {
         self.unavailable.store(true, Ordering::SeqCst);
         let mut log = self.log();
+        Self::lose_unsynced(&mut log, keep)
+    }
+
+    /// Undoes the unsynced changes of `log` and puts back those that `keep` chooses.
+    fn lose_unsynced(
+        log: &mut UnsyncedLog,
+        keep: &mut dyn FnMut() -> bool,
+    ) -> io::Result<PowerLoss> {
         let changes = std::mem::take(&mut log.changes);
         let Some(file) = log.file.as_ref() else {
             return Ok(PowerLoss::default());
@@ -248,6 +291,26 @@ impl StorageBackend for FaultyBackend {
     fn sync_data(&self) -> Result<(), BackendError> {
         let mut log = self.plan.log();
         self.plan.check_available()?;
+        let seen = self.plan.syncs.load(Ordering::SeqCst) + 1;
+        if self
+            .plan
+            .power_loss_at
+            .compare_exchange(seen, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.plan.syncs.fetch_add(1, Ordering::SeqCst);
+            self.plan.injected.fetch_add(1, Ordering::SeqCst);
+            self.plan.unavailable.store(true, Ordering::SeqCst);
+            let mut keep = self
+                .plan
+                .power_loss_keep
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_else(|| Box::new(|| false));
+            FaultPlan::lose_unsynced(&mut log, &mut keep).map_err(BackendError::Io)?;
+            return Err(injected("power lost during the sync"));
+        }
         if self.plan.due(&self.plan.syncs, &self.plan.fail_sync_at) {
             return Err(injected("injected sync failure"));
         }

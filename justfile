@@ -17,6 +17,10 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --features failpoints -- -D warnings
 
+# Kill harness on the release binary, 300 cycles by default (CRASH_SEED reproduces a run).
+crash cycles=env_var_or_default("CRASH_CYCLES", "300"):
+    CRASH_CYCLES={{cycles}} cargo test --release --features failpoints --test crash -- --nocapture
+
 # Everything CI runs.
 ci:
     bash .ci/run

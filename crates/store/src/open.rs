@@ -393,3 +393,52 @@ fn migration_error(path: &Path, error: MigrationError) -> OpenError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+    use std::sync::Arc;
+
+    #[test]
+    fn parent_directory_sync_opens_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        sync_parent_directory(&dir.path().join("new.redb")).unwrap();
+        // A bare file name syncs the working directory.
+        sync_parent_directory(Path::new("new.redb")).unwrap();
+        // The directory itself is opened: a missing one is an error, not a silent success.
+        let missing = sync_parent_directory(&dir.path().join("missing/new.redb")).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn new_database_syncs_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("real.redb");
+        // The backend writes `file`, but the store names a path in a missing directory, so
+        // only the directory sync can fail.
+        let named = dir.path().join("missing").join("named.redb");
+        let backend = Arc::new(move || open_file_backend(&file));
+
+        let first = Arc::clone(&backend);
+        let error = Store::open_with_backend(&named, move || first())
+            .err()
+            .expect("a new database syncs its directory, which is missing");
+        assert!(error.to_string().contains("No such file"), "{error}");
+
+        // Once the file has content it is not new, and no directory sync is attempted.
+        let second = Arc::clone(&backend);
+        Store::open_with_backend(&named, move || second()).unwrap();
+    }
+
+    #[test]
+    fn new_file_in_missing_directory_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("a.redb");
+        let error = Store::open(&path)
+            .err()
+            .expect("no directory to create the file in");
+        assert!(matches!(error, OpenError::Storage { .. }), "{error}");
+        assert!(error.to_string().contains("missing"), "{error}");
+    }
+}

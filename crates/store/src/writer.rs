@@ -7,6 +7,11 @@
 //! `Durability::Immediate`; and only then reports every outcome, a failed precondition
 //! included. A lone request therefore commits at once, and requests that arrive during a
 //! commit share the next one.
+//!
+//! A request with a client request id goes through [`crate::requests`] in the same
+//! transaction, so its retry record commits with it or not at all. A batch that fails with a
+//! storage error is answered only after the writer has closed and reopened the database (see
+//! [`run`]).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;

@@ -176,6 +176,8 @@ fn kill_at_any_moment_loses_nothing() {
         etags.lock().unwrap().len(),
         started.elapsed(),
     );
+    let file_bytes = std::fs::metadata(&data).map_or(0, |m| m.len());
+    eprintln!("  database file at the end: {file_bytes} bytes");
     assert!(
         figures.tally.acknowledged > u64::from(cycles),
         "CRASH_SEED={seed}: too few writes were acknowledged to prove anything"

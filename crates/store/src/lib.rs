@@ -111,8 +111,13 @@ impl Store {
     pub fn open_with(path: impl AsRef<Path>, options: OpenOptions) -> Result<Store, OpenError> {
         let path = path.as_ref().to_path_buf();
         let file_path = path.clone();
+        // Only the first open may create the file. A reopen after a failed write must find
+        // it, so a file deleted under a running server is reported instead of silently
+        // replaced by an empty database.
+        let first_open = AtomicBool::new(true);
         Store::open_with_backend_and_options(path, options, move || {
-            open::open_file_backend(&file_path)
+            let create = first_open.swap(false, Ordering::SeqCst);
+            open::open_file_backend(&file_path, create)
         })
     }
 

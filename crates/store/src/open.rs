@@ -100,7 +100,7 @@ pub fn migrate_file(path: &Path) -> Result<MigrationReport, OpenError> {
     }
     let opened = open_database(
         path,
-        &|| open_file_backend(path),
+        &|| open_file_backend(path, true),
         OpenOptions { migrate: true },
     )?;
     Ok(opened.migration.unwrap_or(MigrationReport {
@@ -117,13 +117,13 @@ pub(crate) struct Opened {
     pub migration: Option<MigrationReport>,
 }
 
-/// Opens the file at `path` for reading and writing, creating it when it does not exist, as
-/// the backend of a writable database.
-pub(crate) fn open_file_backend(path: &Path) -> std::io::Result<FileBackend> {
+/// Opens the file at `path` for reading and writing, as the backend of a writable database,
+/// creating it when it does not exist and `create` is set.
+pub(crate) fn open_file_backend(path: &Path, create: bool) -> std::io::Result<FileBackend> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
+        .create(create)
         .truncate(false)
         .open(path)?;
     Ok(FileBackend::new(file))
@@ -418,7 +418,7 @@ mod tests {
         // The backend writes `file`, but the store names a path in a missing directory, so
         // only the directory sync can fail.
         let named = dir.path().join("missing").join("named.redb");
-        let backend = Arc::new(move || open_file_backend(&file));
+        let backend = Arc::new(move || open_file_backend(&file, true));
 
         let first = Arc::clone(&backend);
         let error = Store::open_with_backend(&named, move || first())

@@ -76,6 +76,30 @@ fn before_commit_error_is_unknown_and_not_applied() {
 }
 
 #[test]
+fn reopen_does_not_recreate_deleted_file() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_cluster(&dir);
+    let path = dir.path().join("a.redb");
+    std::fs::remove_file(&path).unwrap();
+
+    // The failed commit makes the writer close the database and try to open it again.
+    let armed = arm(BEFORE_COMMIT, "1*return");
+    let result = store.write(put_cluster("c1", 2, &["np1", "np2"]));
+    drop(armed);
+    assert!(
+        matches!(result, Err(WriteError::OutcomeUnknown(_))),
+        "{result:?}"
+    );
+
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!path.exists(), "the reopen created a new, empty database");
+    assert!(!store.is_writable());
+    let next = store.write(put_cluster("c1", 3, &["np1"]));
+    assert!(matches!(next, Err(WriteError::NotApplied(_))), "{next:?}");
+}
+
+#[test]
 fn after_commit_error_is_unknown_but_applied() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();

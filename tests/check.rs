@@ -89,3 +89,57 @@ fn check_of_missing_file_fails() {
     assert!(stderr.contains("does not exist"), "{stderr}");
     assert!(!data.exists(), "check created the file");
 }
+
+/// Overwrites each 4 KiB page of a written file in turn with a fixed non-zero pattern. A page
+/// that redb would panic on must instead give a clear error with exit status 1, from `check`
+/// and `export` alike. A page that no tree uses may pass.
+#[test]
+fn damaged_pages_fail_without_panic() {
+    const PAGE_BYTES: usize = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let good = written_file(&dir);
+    let original = std::fs::read(&good).unwrap();
+    let damaged = dir.path().join("damaged.redb");
+    let mut failures = 0;
+
+    for page in 0..original.len() / PAGE_BYTES {
+        let mut bytes = original.clone();
+        for (offset, byte) in bytes[page * PAGE_BYTES..(page + 1) * PAGE_BYTES]
+            .iter_mut()
+            .enumerate()
+        {
+            *byte = 0xa2 ^ (offset as u8);
+        }
+        std::fs::write(&damaged, &bytes).unwrap();
+
+        let checked = check(&damaged);
+        let code = checked.status.code();
+        assert!(
+            code == Some(0) || code == Some(1),
+            "check exited with {code:?} on damaged page {page}: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        if code == Some(1) {
+            failures += 1;
+            assert!(
+                !checked.stderr.is_empty() || !checked.stdout.is_empty(),
+                "check failed silently on damaged page {page}"
+            );
+        }
+
+        std::fs::write(&damaged, &bytes).unwrap();
+        let exported = Command::new(env!("CARGO_BIN_EXE_akstore"))
+            .args(["export", "--data"])
+            .arg(&damaged)
+            .env_remove("AKSTORE_DATA")
+            .output()
+            .unwrap();
+        let code = exported.status.code();
+        assert!(
+            code == Some(0) || code == Some(1),
+            "export exited with {code:?} on damaged page {page}: {}",
+            String::from_utf8_lossy(&exported.stderr)
+        );
+    }
+    assert!(failures > 0, "no damaged page made check fail");
+}

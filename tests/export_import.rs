@@ -233,9 +233,14 @@ fn import_rejects_a_non_empty_database() {
     let file = dir.path().join("export.jsonl");
     assert!(export(&source, Some(&file)).status.success());
     let before = export(&source, None).stdout;
+    let bytes_before = std::fs::read(&source).unwrap();
 
     let imported = import(&source, &file);
     assert!(!imported.status.success());
+    assert!(
+        std::fs::read(&source).unwrap() == bytes_before,
+        "the rejected import changed the file's bytes"
+    );
     assert!(
         stderr(&imported).contains("is not empty"),
         "{}",
@@ -264,7 +269,7 @@ fn import_rejects_a_malformed_line_by_number() {
             [&lines[..2], &["{\"cluster\": {"], &lines[3..]]
                 .concat()
                 .join("\n"),
-            "line 3: invalid record",
+            "line 3, column 13: invalid record: EOF while parsing an object",
         ),
         // A pool before its cluster: the first pool line moved to line 2.
         (

@@ -12,7 +12,7 @@ use clap::Args;
 pub struct CheckArgs {
     /// Database file to check. It must exist and no server may have it open.
     #[arg(long, env = "AKSTORE_DATA")]
-    data: PathBuf,
+    pub(crate) data: PathBuf,
 }
 
 /// Runs the check; `Err` carries the message for a file that could not be checked or that

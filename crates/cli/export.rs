@@ -20,7 +20,7 @@ use crate::progress::Progress;
 pub struct ExportArgs {
     /// Database file to read. It is opened read-only and never changed.
     #[arg(long, env = "AKSTORE_DATA", default_value = "akstore.redb")]
-    data: PathBuf,
+    pub(crate) data: PathBuf,
 
     /// File to write instead of stdout. The export goes to `<FILE>.partial` first and is
     /// renamed to FILE once complete and synced, so FILE never holds a partial export.

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use akstore_store::{ImportError, Importer, Store};
+use akstore_store::{ImportError, Importer, Snapshot, Store};
 use clap::Args;
 
 use crate::export_format::{FORMAT_NAME, FORMAT_VERSION, Header, Line};
@@ -24,11 +24,31 @@ pub struct ImportArgs {
     /// Database file to load into. It is created when missing; an existing one must never
     /// have been written to.
     #[arg(long, env = "AKSTORE_DATA", default_value = "akstore.redb")]
-    data: PathBuf,
+    pub(crate) data: PathBuf,
 
     /// Export file to read; without it, or with `-`, the export is read from stdin.
     #[arg(long = "in", env = "AKSTORE_IMPORT_IN", value_name = "FILE")]
     input: Option<PathBuf>,
+}
+
+/// Rejects a target that contains records before it is opened for writing, because redb's
+/// writable open itself changes the file's bytes. The import transaction checks again, so a
+/// write that lands between the two checks is still caught.
+fn reject_non_empty_target(data: &Path) -> Result<(), String> {
+    let has_content = std::fs::metadata(data).is_ok_and(|metadata| metadata.len() > 0);
+    if !has_content {
+        return Ok(());
+    }
+    let snapshot = Snapshot::open(data).map_err(|error| error.to_string())?;
+    let counts = snapshot.counts();
+    if counts.clusters + counts.pools + snapshot.opaque_entry_count() > 0 {
+        return Err(format!(
+            "import into {} failed: {}",
+            data.display(),
+            ImportError::<String>::NotEmpty(counts)
+        ));
+    }
+    Ok(())
 }
 
 /// Runs the import to completion.
@@ -38,6 +58,7 @@ pub fn run(args: ImportArgs) -> Result<(), String> {
     let header = read_header(&mut lines)?;
 
     let existed = args.data.exists();
+    reject_non_empty_target(&args.data)?;
     let store = Store::open(&args.data).map_err(|error| error.to_string())?;
     tracing::info!(
         source,
@@ -174,7 +195,17 @@ fn load_records(
                     .map_err(|error| at_line(error.to_string()))?;
             }
             Ok(Line::Header(_)) => return Err(at_line("a second header".into())),
-            Err(error) => return Err(at_line(format!("invalid record: {error}"))),
+            Err(error) => {
+                // serde_json ends its message with "at line 1 column N", the position within
+                // this one input line; name only the column beside the input's line number.
+                let message = error.to_string();
+                let position = format!(" at line {} column {}", error.line(), error.column());
+                let reason = message.strip_suffix(&position).unwrap_or(&message);
+                return Err(format!(
+                    "line {number}, column {}: invalid record: {reason}",
+                    error.column()
+                ));
+            }
         }
         let summary = importer.summary();
         progress.update(if count_bytes {

@@ -11,6 +11,7 @@ mod progress;
 mod serve;
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -54,6 +55,36 @@ enum LogFormat {
     Json,
 }
 
+/// Runs an offline command on the database file `data`, turning a panic into an error.
+///
+/// redb 5 may panic, instead of returning an error, when it reads a page that was altered
+/// behind its back. A damaged file then gets a message that names the damage and exit code 1, not a
+/// library panic and exit code 101.
+fn run_offline(data: &Path, command: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(command));
+    drop(std::panic::take_hook());
+    outcome.unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(damaged_file_message(data, detail))
+    })
+}
+
+/// Builds the message for a database file that redb could not read without panicking.
+fn damaged_file_message(data: &Path, detail: &str) -> String {
+    format!(
+        "reading {} failed inside redb ({detail}), so the file is probably damaged; run \
+         `akstore check --data {}` to see what is readable, and restore the file from a backup \
+         or an `akstore export`",
+        data.display(),
+        data.display()
+    )
+}
+
 /// `--version` text: the binary's version and the schema version it reads and writes.
 fn version_text() -> &'static str {
     let text = format!(
@@ -79,10 +110,22 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Migrate(args) => migrate::run(args),
-        Command::Export(args) => export::run(args),
-        Command::Import(args) => import::run(args),
-        Command::Check(args) => check::run(args),
+        Command::Migrate(args) => {
+            let data = args.data.clone();
+            run_offline(&data, || migrate::run(args))
+        }
+        Command::Export(args) => {
+            let data = args.data.clone();
+            run_offline(&data, || export::run(args))
+        }
+        Command::Import(args) => {
+            let data = args.data.clone();
+            run_offline(&data, || import::run(args))
+        }
+        Command::Check(args) => {
+            let data = args.data.clone();
+            run_offline(&data, || check::run(args))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,7 @@ use clap::Args;
 pub struct MigrateArgs {
     /// Database file to migrate. It must exist: migrate never creates a database.
     #[arg(long, env = "AKSTORE_DATA")]
-    data: PathBuf,
+    pub(crate) data: PathBuf,
 
     /// Print the schema version of the file and the steps a migration would run, and change
     /// nothing. The file is only read.

@@ -177,7 +177,7 @@ async fn serve(args: &ServeArgs, config: ApiConfig) -> Result<(), String> {
     let first_signal = tokio::select! {
         opened = &mut opening => {
             let opened = opened
-                .map_err(|error| format!("opening the database failed: {error}"))?
+                .map_err(|error| crate::damaged_file_message(&args.data, &error.to_string()))?
                 .map_err(|error| error.to_string())?;
             let opened = Arc::new(opened);
             // Settles operations left by an earlier run too, whatever the configuration now.

@@ -96,6 +96,11 @@ impl Metrics {
         ] {
             metrics::counter!(counter).absolute(0);
         }
+        // Both outcomes are listed from the start, so an alert on commit failures reads 0
+        // rather than no data before the first failure.
+        for outcome in ["not_applied", "unknown"] {
+            metrics::counter!(writer::COMMIT_FAILURES_METRIC, "outcome" => outcome).absolute(0);
+        }
         metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
         metrics::gauge!(
             BUILD_INFO,

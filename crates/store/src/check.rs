@@ -96,8 +96,11 @@ pub fn check_file(path: &Path) -> Result<CheckReport, CheckError> {
         source,
     };
 
+    // With the check on open, a page altered behind redb's back fails the open with
+    // `Corrupted` instead of making a later read panic.
     let mut db = Database::builder()
         .set_cache_size(CACHE_SIZE_BYTES)
+        .set_check_integrity_on_open(true)
         .open(path)
         .map_err(|error| match error {
             redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked {

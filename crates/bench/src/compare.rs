@@ -124,6 +124,8 @@ pub async fn run(args: CompareArgs, command: String) -> Result<Report, String> {
         command,
         ..Report::default()
     };
+    let started = std::time::Instant::now();
+    let load_watch = LoadWatch::start();
 
     if !args.skip_storage {
         progress("storage level: raw redb commits and the store's group commit");
@@ -150,6 +152,8 @@ pub async fn run(args: CompareArgs, command: String) -> Result<Report, String> {
     }
     stopped?;
     report.machine.load_after = load_average();
+    report.machine.load_max = load_watch.finish().await;
+    report.machine.run_seconds = started.elapsed().as_secs_f64();
     report.check_targets();
     Ok(report)
 }
@@ -591,7 +595,40 @@ fn machine() -> Machine {
             .trim()
             .to_owned(),
         load_before: load_average(),
-        load_after: 0.0,
+        ..Machine::default()
+    }
+}
+
+/// Samples the one-minute load average during the run and keeps the highest, so a run that
+/// other processes disturbed shows it.
+struct LoadWatch {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<f64>,
+}
+
+impl LoadWatch {
+    /// Interval between two readings of the load average.
+    const INTERVAL: Duration = Duration::from_secs(5);
+
+    fn start() -> LoadWatch {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut highest = load_average();
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => return highest,
+                    () = tokio::time::sleep(LoadWatch::INTERVAL) => {
+                        highest = highest.max(load_average());
+                    }
+                }
+            }
+        });
+        LoadWatch { stop, task }
+    }
+
+    async fn finish(self) -> f64 {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or(0.0)
     }
 }
 

@@ -33,6 +33,10 @@ pub struct Machine {
     /// One-minute load average just before the first workload and just after the last.
     pub load_before: f64,
     pub load_after: f64,
+    /// Highest one-minute load average seen during the run, read every 5 seconds.
+    pub load_max: f64,
+    /// Length of the whole run, in seconds.
+    pub run_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -168,13 +172,13 @@ impl Report {
         let machine = &self.machine;
         let _ = writeln!(
             out,
-            "Machine: {} ({} CPUs), {} MiB memory, Linux {}; load average {:.2} before, {:.2} after.",
-            machine.cpu_model,
-            machine.cpus,
-            machine.memory_mib,
-            machine.kernel,
-            machine.load_before,
-            machine.load_after
+            "Machine: {} ({} CPUs), {} MiB memory, Linux {}.",
+            machine.cpu_model, machine.cpus, machine.memory_mib, machine.kernel
+        );
+        let _ = writeln!(
+            out,
+            "Load average (1 min): {:.2} before the workloads, {:.2} after, {:.2} at most; the run took {:.0} s.",
+            machine.load_before, machine.load_after, machine.load_max, machine.run_seconds
         );
         match (&self.etcd_version, &self.etcd_skipped) {
             (Some(version), _) => {

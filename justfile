@@ -25,7 +25,7 @@ crash cycles=env_var_or_default("CRASH_CYCLES", "300"):
 ci:
     bash .ci/run
 
-# Compare akstore with etcd side by side and print the tables (about 10 minutes; installs
+# Compare akstore with etcd side by side and print the tables (about 6 minutes; installs
 # Debian's etcd-server when missing). Extra arguments go to `akstore-bench compare`.
 bench *ARGS:
     bash scripts/bench.sh {{ARGS}}

@@ -4,7 +4,7 @@
 # missing and this user may install packages. Then `akstore-bench compare` starts both servers
 # on 127.0.0.1 with temporary data, runs every workload, stops them and prints the tables.
 # Arguments go on to `akstore-bench compare` (see `akstore-bench compare --help`).
-# A full run takes about 10 minutes on a 2-core machine.
+# A full run takes about 6 minutes on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

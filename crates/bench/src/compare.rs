@@ -185,9 +185,22 @@ async fn start_servers(
         }
         Ok(binary) => {
             report.etcd_version = etcd_version(&binary).await;
-            let server = Server::etcd(&binary, &dir.join("etcd"), dir.join("etcd.log")).await?;
-            progress(&format!("etcd listening on {}", server.addr));
-            Some(server)
+            match Server::etcd(&binary, &dir.join("etcd"), dir.join("etcd.log")).await {
+                Ok(server) => {
+                    progress(&format!("etcd listening on {}", server.addr));
+                    Some(server)
+                }
+                Err(error) => {
+                    // A run without the etcd column still measures akstore; the report and
+                    // this message say why the column is empty.
+                    print_log(&dir.join("etcd.log"));
+                    report.etcd_version = None;
+                    let reason = format!("etcd did not start: {error}");
+                    eprintln!("akstore-bench: skipping the etcd column: {reason}");
+                    report.etcd_skipped = Some(reason);
+                    None
+                }
+            }
         }
     };
     let perf = args.perf.as_ref().map(|workload| {
@@ -283,11 +296,30 @@ async fn run_workloads(
     large_store(args, timing, servers, report).await?;
     report.open = Some(open_times(servers, args.large_clusters).await?);
     if let Some(memory) = &mut report.memory {
-        memory.akstore_file_bytes = std::fs::metadata(dir.join("akstore.redb"))
-            .map(|meta| meta.len())
-            .unwrap_or(0);
+        memory.akstore_file_bytes = disk_usage(&dir.join("akstore.redb"));
+        if servers.etcd.is_some() {
+            memory.etcd_data_bytes = Some(disk_usage(&dir.join("etcd")));
+        }
     }
     Ok(())
+}
+
+/// Adds up the sizes of the files at or under `path`, in bytes; 0 for what cannot be read.
+fn disk_usage(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| disk_usage(&entry.path()))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Grows the store to the large size, then measures list pages and memory under load.
@@ -642,13 +674,21 @@ fn load_average() -> f64 {
 
 fn print_logs(dir: &Path) {
     for name in ["akstore.log", "etcd.log"] {
-        let path = dir.join(name);
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(20)..];
-            eprintln!("--- last lines of {}:\n{}", path.display(), tail.join("\n"));
-        }
+        print_log(&dir.join(name));
     }
+}
+
+/// Prints the last lines of a server's log, if it has any.
+fn print_log(path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.is_empty() {
+        return;
+    }
+    let tail = &lines[lines.len().saturating_sub(20)..];
+    eprintln!("--- last lines of {}:\n{}", path.display(), tail.join("\n"));
 }
 
 fn progress(message: &str) {

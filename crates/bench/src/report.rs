@@ -59,6 +59,8 @@ pub struct MemoryResult {
     pub akstore_load_sampled_kib: u64,
     pub etcd_load_peak_kib: Option<u64>,
     pub akstore_file_bytes: u64,
+    /// Size of etcd's data directory (its bolt database and write-ahead log) at the end.
+    pub etcd_data_bytes: Option<u64>,
 }
 
 /// Time from starting a server on an existing data set after a clean shutdown until it is
@@ -254,8 +256,11 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "| database file | {} | |\n",
-                mib(memory.akstore_file_bytes / 1024)
+                "| data on disk at the end of the run | {} | {} |\n",
+                mib(memory.akstore_file_bytes / 1024),
+                memory
+                    .etcd_data_bytes
+                    .map_or("n/a".into(), |bytes| mib(bytes / 1024))
             );
         }
         if let Some(open) = &self.open {

@@ -108,10 +108,6 @@ impl Read {
 }
 
 impl Worker for Read {
-    async fn prepare(&mut self, _connection: &mut Connection) -> Result<(), String> {
-        Ok(())
-    }
-
     async fn step(&mut self, connection: &mut Connection) -> Outcome {
         let index = self.clusters[self.next % self.clusters.len()];
         self.next += 1;
@@ -136,10 +132,6 @@ impl List {
 }
 
 impl Worker for List {
-    async fn prepare(&mut self, _connection: &mut Connection) -> Result<(), String> {
-        Ok(())
-    }
-
     async fn step(&mut self, connection: &mut Connection) -> Outcome {
         let path = self
             .next_page

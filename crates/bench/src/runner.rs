@@ -25,10 +25,13 @@ pub enum Outcome {
 /// One load worker: its own state (keys it owns, the last version it saw) and its requests.
 pub trait Worker: Send + 'static {
     /// Runs before the clock starts, such as reading the current version of every owned key.
+    /// Does nothing unless a workload needs it.
     fn prepare(
         &mut self,
-        connection: &mut Connection,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+        _connection: &mut Connection,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        std::future::ready(Ok(()))
+    }
 
     /// Sends one request and classifies its response.
     fn step(&mut self, connection: &mut Connection) -> impl Future<Output = Outcome> + Send;

@@ -59,11 +59,11 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// resources.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which status codes the API answers with where the AKS documentation and the live service
+/// Choice of the status codes the API returns where the AKS documentation and the live service
 /// differ.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Profile {
-    /// The AKS ETag documentation's table: DELETE of an existing resource answers 200.
+    /// The AKS ETag documentation's table: DELETE of an existing resource returns 200.
     #[default]
     Documented,
     /// What the live service sends and the official SDKs accept: DELETE returns 202, and writes

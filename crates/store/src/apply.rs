@@ -34,7 +34,7 @@ use crate::operation::{
 };
 use crate::tables;
 
-/// Why applying a request failed. Either way the transaction must be aborted.
+/// Failure to apply a request. Either way the transaction must be aborted.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApplyError {
     #[error(transparent)]
@@ -210,7 +210,7 @@ impl Batch<'_> {
             return Ok(WriteOutcome::Conflict(operation));
         }
 
-        // The merge runs against the state this transaction sees, so it cannot race a
+        // The merge runs against the state this transaction reads, so it cannot race a
         // concurrent write that its precondition did not see.
         let pools = self.pools_of(&key.storage_key())?.into_values().collect();
         let view = ClusterView {

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 /// Layout version of the records this build writes.
 pub const RECORD_FORMAT_VERSION: u8 = 1;
 
-/// Why a stored record could not be decoded.
+/// Failure to decode a stored record.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("record is empty")]

@@ -1,7 +1,7 @@
 //! akstore's storage: managed clusters and agent pools in one redb file, every write an
 //! ETag-guarded compare-and-swap.
 //!
-//! The crate is synchronous and knows nothing of HTTP. Reads run on the caller's thread in
+//! The crate is synchronous and does not deal with HTTP. Reads run on the caller's thread in
 //! their own read transaction and never wait for writers. Writes go to one writer thread
 //! ([`writer`]), which applies them in arrival order and commits them in groups, durably,
 //! before it reports any outcome. The rules a write follows live in `apply`.
@@ -256,7 +256,7 @@ impl Store {
         open && self.shared.writable.load(Ordering::SeqCst)
     }
 
-    /// Stops accepting writes, waits for the queued ones to commit and be answered, and stops
+    /// Stops accepting writes, waits for the queued ones to commit and receive their outcome, and stops
     /// the writer thread. Reads keep working until the store is dropped.
     pub fn close(&self) {
         drop(self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take());

@@ -204,13 +204,13 @@ pub enum Precondition {
     IfNoneMatchAny,
 }
 
-/// What a write did. Every variant but `Created`, `Updated`, `Deleted` and `DeleteAccepted`
+/// Result of a write. Every variant but `Created`, `Updated`, `Deleted` and `DeleteAccepted`
 /// wrote nothing.
 #[derive(Debug)]
 pub enum WriteOutcome<T> {
-    /// The resource was created; as a long-running write, the view holds the new operation.
+    /// The resource was created; as a long-running write, the view contains the new operation.
     Created(T),
-    /// The resource was replaced; as a long-running write, the view holds the new operation.
+    /// The resource was replaced; as a long-running write, the view contains the new operation.
     Updated(T),
     Deleted,
     /// A long-running delete started: the resource reads as `Deleting` until the operation's
@@ -226,7 +226,7 @@ pub enum WriteOutcome<T> {
     /// The parent cluster of a pool does not exist.
     ParentNotFound,
     PreconditionFailed,
-    /// The merge of a PATCH produced a resource the API layer rejects; the text says why.
+    /// The merge of a PATCH produced a resource the API layer rejects; the text gives the reason.
     Invalid(String),
     /// The client request id was already used by a different applied request.
     RequestIdReused,
@@ -304,7 +304,7 @@ pub enum WriteRequest {
     SettleOperations { prune_ended_before_ms: Option<u64> },
 }
 
-/// What a write request did, by resource kind.
+/// Result of a write request, by resource kind.
 #[derive(Debug)]
 pub enum Applied {
     Cluster(WriteOutcome<ClusterView>),
